@@ -1,0 +1,81 @@
+//! The command line: global options and one variant per command (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// GitOps for PM2: check ecosystem files, plan against the live daemon, apply only scoped changes.
+#[derive(Debug, Parser)]
+#[command(
+    name = "reconcile",
+    version,
+    about,
+    after_help = "Exit codes: 0 success or no changes, 1 any error (lint errors, refused or failed apply), 2 `plan` found changes."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The project file (default: reconcile.toml in the working directory).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Run as if started in DIR.
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    pub directory: Option<PathBuf>,
+    /// Output format; each command accepts the formats that make sense for it.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+    /// When to color human output.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// Refuse to evaluate JavaScript ecosystem files (for untrusted pull requests).
+    #[arg(long, global = true)]
+    pub no_js: bool,
+    /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Output formats (DESIGN.md, Contracts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+    Markdown,
+    Sarif,
+    Github,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check ecosystem files by JSON Schema and policies.
+    ///
+    /// With no FILE, lints the ecosystem files named in reconcile.toml.
+    Lint(LintArgs),
+}
+
+/// `reconcile lint`.
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// Ecosystem files (.js .cjs .mjs .json .yaml .yml .toml); default: those in reconcile.toml.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Which env_<name> block to merge, as `pm2 start FILE --env NAME` (default: [project] env).
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+}

@@ -1,0 +1,9 @@
+//! Reading files as they are written: `reconcile.toml` and ecosystem files in every
+//! format, with the source positions that diagnostics point at. Nothing here
+//! interprets PM2 semantics; that is `desired`.
+
+pub mod project;
+pub mod source;
+
+pub use project::{Project, ProjectError};
+pub use source::{Location, SourceFile, SourceMap};

@@ -1,0 +1,332 @@
+//! `reconcile.toml`: which ecosystem files and PM2 namespaces this project owns, and
+//! how the tool behaves. Unknown keys are errors. Described for editors by
+//! `schemas/reconcile.schema.json`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::source::SourceFile;
+
+/// The file name looked for in the working directory (or `-C DIR`).
+pub const FILE_NAME: &str = "reconcile.toml";
+
+/// A loaded `reconcile.toml`, with the directory relative paths resolve against.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// Where the file is.
+    pub path: PathBuf,
+    /// Its directory: `ecosystem`, `policies.paths` and `journal.path` are relative to it.
+    pub root: PathBuf,
+    /// The settings.
+    pub settings: Settings,
+}
+
+/// The contents of `reconcile.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub project: ProjectSection,
+    #[serde(default)]
+    pub pm2: Pm2Section,
+    #[serde(default)]
+    pub safety: SafetySection,
+    #[serde(default)]
+    pub policies: PoliciesSection,
+    #[serde(default)]
+    pub health: HealthSection,
+    #[serde(default)]
+    pub secrets: SecretsSection,
+    #[serde(default)]
+    pub journal: JournalSection,
+}
+
+/// `[project]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSection {
+    /// The project's name (shown in plans and the journal).
+    pub name: Option<String>,
+    /// Desired-state files, relative to `reconcile.toml`.
+    #[serde(default)]
+    pub ecosystem: Vec<PathBuf>,
+    /// The PM2 namespaces this project owns; nothing else is ever touched.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Which `env_<name>` block to merge, as `pm2 start FILE --env NAME`.
+    pub env: Option<String>,
+    /// Whether JavaScript ecosystem files may be evaluated (default true).
+    #[serde(default = "default_true")]
+    pub allow_js: bool,
+    /// How long a JavaScript ecosystem file may take to evaluate.
+    #[serde(default = "default_js_timeout_ms")]
+    pub js_timeout_ms: u64,
+}
+
+/// `[pm2]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pm2Section {
+    /// The PM2 home; else `$PM2_HOME`, else `~/.pm2`.
+    pub home: Option<PathBuf>,
+    /// Deadline for every call to the daemon.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for Pm2Section {
+    fn default() -> Self {
+        Self { home: None, timeout_ms: default_timeout_ms() }
+    }
+}
+
+/// `[safety]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetySection {
+    /// Delete owned processes that are not desired.
+    #[serde(default)]
+    pub prune: bool,
+    /// Abort a plan that deletes more apps than this.
+    #[serde(default = "default_max_deletes")]
+    pub max_deletes: usize,
+    /// Abort a plan that changes more than this fraction of the owned apps (0..=1).
+    #[serde(default = "default_max_changed_fraction")]
+    pub max_changed_fraction: f64,
+}
+
+impl Default for SafetySection {
+    fn default() -> Self {
+        Self {
+            prune: false,
+            max_deletes: default_max_deletes(),
+            max_changed_fraction: default_max_changed_fraction(),
+        }
+    }
+}
+
+/// `[policies]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoliciesSection {
+    /// Extra policy files or directories of them, beside the built-in ones.
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// Per-rule settings: `severity` and the rule's own parameters.
+    #[serde(default)]
+    pub rules: BTreeMap<String, RuleSettings>,
+}
+
+/// `[policies.rules.<id>]`: a severity and rule parameters (checked against the rule).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RuleSettings {
+    /// `error`, `warning` or `off`.
+    pub severity: Option<SeveritySetting>,
+    /// The rule's parameters, e.g. `min = 10000` for `min-uptime`.
+    #[serde(flatten)]
+    pub params: BTreeMap<String, toml::Value>,
+}
+
+/// A severity as written in `reconcile.toml` or a policy file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeveritySetting {
+    Error,
+    Warning,
+    Off,
+}
+
+/// `[health]`: when `status` (and later `watch`) calls a process crash-looping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// A process with more restarts than this in all is flagged (incident 003's script used 50).
+    #[serde(default = "default_crash_restarts")]
+    pub crash_restarts: u64,
+    /// ... or with more than `crash_window_restarts` within `crash_window_s` seconds.
+    #[serde(default = "default_crash_window_restarts")]
+    pub crash_window_restarts: u64,
+    #[serde(default = "default_crash_window_s")]
+    pub crash_window_s: u64,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        Self {
+            crash_restarts: default_crash_restarts(),
+            crash_window_restarts: default_crash_window_restarts(),
+            crash_window_s: default_crash_window_s(),
+        }
+    }
+}
+
+/// `[secrets]`: env keys whose values never appear in output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSection {
+    /// Glob patterns on env keys, case-insensitive.
+    #[serde(default = "default_secret_patterns")]
+    pub patterns: Vec<String>,
+}
+
+impl Default for SecretsSection {
+    fn default() -> Self {
+        Self { patterns: default_secret_patterns() }
+    }
+}
+
+/// `[journal]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSection {
+    /// Where apply appends its JSON-lines journal (default `.reconcile/journal.jsonl`).
+    pub path: Option<PathBuf>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_js_timeout_ms() -> u64 {
+    5_000
+}
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_deletes() -> usize {
+    2
+}
+fn default_max_changed_fraction() -> f64 {
+    0.5
+}
+fn default_crash_restarts() -> u64 {
+    50
+}
+fn default_crash_window_restarts() -> u64 {
+    5
+}
+fn default_crash_window_s() -> u64 {
+    300
+}
+fn default_secret_patterns() -> Vec<String> {
+    ["*TOKEN*", "*SECRET*", "*PASSWORD*", "*KEY*", "*CREDENTIAL*"].map(String::from).to_vec()
+}
+
+/// Why `reconcile.toml` could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    /// `--config` or `-C` named something that is not there.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("{path}:{line}:{column}: {message}\n  = help: see schemas/reconcile.schema.json for every key")]
+    Invalid { path: PathBuf, line: usize, column: usize, message: String },
+}
+
+impl Project {
+    /// Finds the project file: `--config FILE`, else `reconcile.toml` in `dir`.
+    /// Returns `Ok(None)` when there is none and none was asked for.
+    pub fn discover(config: Option<&Path>, dir: &Path) -> Result<Option<Self>, ProjectError> {
+        match config {
+            Some(path) => {
+                let path = if path.is_absolute() { path.to_path_buf() } else { dir.join(path) };
+                Self::load(&path).map(Some)
+            }
+            None => {
+                let path = dir.join(FILE_NAME);
+                if path.is_file() { Self::load(&path).map(Some) } else { Ok(None) }
+            }
+        }
+    }
+
+    /// Reads and checks one `reconcile.toml`.
+    pub fn load(path: &Path) -> Result<Self, ProjectError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ProjectError::Read { path: path.to_path_buf(), source })?;
+        let settings = Self::parse(path, &text)?;
+        let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let root = if root.as_os_str().is_empty() { PathBuf::from(".") } else { root };
+        Ok(Self { path: path.to_path_buf(), root, settings })
+    }
+
+    /// Parses the text of a `reconcile.toml`.
+    pub fn parse(path: &Path, text: &str) -> Result<Settings, ProjectError> {
+        let settings: Settings = toml::from_str(text).map_err(|err| {
+            let source = SourceFile::new(path, text);
+            let location = source.location(err.span().map_or(0, |s| s.start));
+            ProjectError::Invalid {
+                path: path.to_path_buf(),
+                line: location.line,
+                column: location.column,
+                message: err.message().trim().to_string(),
+            }
+        })?;
+        let fraction = settings.safety.max_changed_fraction;
+        if !(0.0..=1.0).contains(&fraction) {
+            let offset = text.find("max_changed_fraction").unwrap_or(0);
+            let location = SourceFile::new(path, text).location(offset);
+            return Err(ProjectError::Invalid {
+                path: path.to_path_buf(),
+                line: location.line,
+                column: location.column,
+                message: format!("max_changed_fraction is {fraction}; it must be between 0 and 1"),
+            });
+        }
+        Ok(settings)
+    }
+
+    /// The ecosystem files, resolved against the project directory.
+    pub fn ecosystem_paths(&self) -> Vec<PathBuf> {
+        self.settings.project.ecosystem.iter().map(|p| self.root.join(p)).collect()
+    }
+
+    /// Whether `namespace` is owned by this project.
+    pub fn owns(&self, namespace: &str) -> bool {
+        self.settings.project.namespaces.iter().any(|n| n == namespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_position() {
+        let err = Project::parse(Path::new("r.toml"), "[project]\nname = \"x\"\nnamespace = [\"a\"]\n")
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("r.toml:3:1: unknown field `namespace`"), "{text}");
+    }
+
+    #[test]
+    fn defaults_apply_when_sections_are_missing() {
+        let settings = Project::parse(Path::new("r.toml"), "[project]\nnamespaces = [\"a\"]\n").unwrap();
+        assert_eq!(settings.pm2.timeout_ms, 10_000);
+        assert_eq!(settings.safety.max_deletes, 2);
+        assert!(settings.project.allow_js);
+        assert_eq!(settings.secrets.patterns.len(), 5);
+    }
+
+    #[test]
+    fn rule_settings_take_severity_and_parameters() {
+        let settings = Project::parse(
+            Path::new("r.toml"),
+            "[policies.rules.min-uptime]\nseverity = \"warning\"\nmin = 10000\n",
+        )
+        .unwrap();
+        let rule = &settings.policies.rules["min-uptime"];
+        assert_eq!(rule.severity, Some(SeveritySetting::Warning));
+        assert_eq!(rule.params["min"].as_integer(), Some(10000));
+    }
+
+    #[test]
+    fn fraction_out_of_range_is_an_error() {
+        let err = Project::parse(Path::new("r.toml"), "[safety]\nmax_changed_fraction = 2.0\n").unwrap_err();
+        assert!(err.to_string().contains("r.toml:2:1: max_changed_fraction is 2"), "{err}");
+    }
+}

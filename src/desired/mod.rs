@@ -1,0 +1,1 @@
+//! Normalized desired apps, built from ecosystem files as PM2 would read them.

@@ -1,0 +1,3 @@
+//! Everything that formats output for people or machines. No other module prints.
+
+pub mod style;
