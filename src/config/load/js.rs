@@ -1,0 +1,208 @@
+//! `.js`/`.cjs`/`.mjs` ecosystem files: evaluated by `node` in a child process with a
+//! deadline, as PM2 itself evaluates them (`require`, or `import()` for ES modules).
+//! Evaluating runs the file's code: `--no-js` refuses it (see the README's security notes).
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::ecosystem::{LoadError, LoadOptions, Parsed};
+use crate::config::source::{Location, SourceFile, SourceMap, pointer_segment};
+
+const EVALUATOR: &str = include_str!("js_eval.js");
+const MARKER: &str = "\u{1e}reconcile-result:";
+/// Output beyond this is dropped (the result of a real ecosystem file is a few KB).
+const MAX_OUTPUT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Evaluates a JavaScript ecosystem file with `node`.
+pub fn evaluate(source: &SourceFile, options: &LoadOptions) -> Result<Parsed, LoadError> {
+    let path = source.path.clone();
+    if !options.allow_js {
+        return Err(LoadError::JsDisabled { path });
+    }
+    let absolute = std::path::absolute(&path).map_err(|source| LoadError::Read { path: path.clone(), source })?;
+    let dir = absolute.parent().map_or_else(|| std::path::PathBuf::from("."), std::path::Path::to_path_buf);
+    let mut child = Command::new("node")
+        .arg("-e")
+        .arg(EVALUATOR)
+        .arg(&absolute)
+        .arg(MARKER)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| LoadError::NodeMissing { path: path.clone(), source })?;
+    let stdout = child.stdout.take().map(|pipe| thread::spawn(move || read_capped(pipe)));
+    let stderr = child.stderr.take().map(|pipe| thread::spawn(move || read_capped(pipe)));
+    let deadline = Instant::now() + options.js_timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(LoadError::JsTimeout { path, after: options.js_timeout });
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(5)),
+            Err(source) => return Err(LoadError::Read { path, source }),
+        }
+    }
+    let stdout = stdout.and_then(|h| h.join().ok()).unwrap_or_default();
+    let stderr = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    let result = stdout.rfind(MARKER).map(|i| &stdout[i + MARKER.len()..]);
+    let Some(result) = result else {
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("node exited without a result");
+        return Err(LoadError::JsFailed { path, location: None, message: last.trim().to_string() });
+    };
+    let outcome: Outcome = serde_json::from_str(result.trim_end()).map_err(|err| LoadError::JsFailed {
+        path: path.clone(),
+        location: None,
+        message: format!("cannot read the evaluated value: {err}"),
+    })?;
+    match outcome {
+        Outcome { error: Some(error), .. } => Err(failure(source, &absolute, error)),
+        Outcome { value, .. } => {
+            let document = value.unwrap_or(Value::Null);
+            let map = locate(source, &document);
+            Ok(Parsed { document, map, duplicates: Vec::new() })
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Outcome {
+    value: Option<Value>,
+    error: Option<JsError>,
+}
+
+#[derive(Deserialize)]
+struct JsError {
+    name: String,
+    message: String,
+    code: Option<String>,
+    stack: String,
+}
+
+fn read_capped(pipe: impl Read) -> String {
+    let mut buffer = Vec::new();
+    let _ = pipe.take(MAX_OUTPUT_BYTES as u64).read_to_end(&mut buffer);
+    String::from_utf8_lossy(&buffer).into_owned()
+}
+
+fn failure(source: &SourceFile, absolute: &std::path::Path, error: JsError) -> LoadError {
+    let location = stack_location(&error.stack, &absolute.to_string_lossy());
+    let message = match error.code.as_deref() {
+        Some("MODULE_NOT_FOUND" | "ERR_MODULE_NOT_FOUND") => {
+            let first = error.message.lines().next().unwrap_or(&error.message);
+            format!("{first}; install the project's dependencies (npm ci) before linting, or avoid require() in the ecosystem file")
+        }
+        _ => format!("{}: {}", error.name, error.message.lines().next().unwrap_or(&error.message)),
+    };
+    LoadError::JsFailed { path: source.path.clone(), location, message }
+}
+
+/// Finds `file:line[:column]` of the evaluated file in a Node stack trace.
+fn stack_location(stack: &str, file: &str) -> Option<Location> {
+    let start = stack.find(file)? + file.len();
+    let rest = stack[start..].strip_prefix(':')?;
+    let mut numbers = rest.split(|c: char| !c.is_ascii_digit());
+    let line = numbers.next()?.parse().ok()?;
+    let column = rest
+        .split_once(':')
+        .and_then(|(_, c)| c.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .unwrap_or(1);
+    Some(Location { line, column })
+}
+
+/// Best-effort positions for an evaluated document: each key is searched for in the
+/// source after its parent's position; each app after the previous one, by its name.
+fn locate(source: &SourceFile, document: &Value) -> SourceMap {
+    let mut map = SourceMap::default();
+    walk(source, document, String::new(), 0, &mut map);
+    map
+}
+
+fn walk(source: &SourceFile, value: &Value, pointer: String, from: usize, map: &mut SourceMap) {
+    map.insert_value(pointer.clone(), source.location(from));
+    match value {
+        Value::Object(object) => {
+            for (key, child) in object {
+                let child_pointer = format!("{pointer}/{}", pointer_segment(key));
+                match find_key(&source.text, key, from) {
+                    Some(at) => {
+                        map.insert_key(child_pointer.clone(), source.location(at));
+                        walk(source, child, child_pointer, at, map);
+                    }
+                    None => walk(source, child, child_pointer, from, map),
+                }
+            }
+        }
+        Value::Array(items) => {
+            let mut cursor = from;
+            for (i, item) in items.iter().enumerate() {
+                let start = item
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .and_then(|name| find_literal(&source.text, name, cursor))
+                    .and_then(|name_at| source.text[..name_at].rfind('{'))
+                    .filter(|&brace| brace >= cursor)
+                    .unwrap_or(cursor);
+                walk(source, item, format!("{pointer}/{i}"), start, map);
+                cursor = start + 1;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Offset of `key` written as an object key (`key:`, `'key':`, `"key":`) at or after `from`.
+fn find_key(text: &str, key: &str, from: usize) -> Option<usize> {
+    let mut search = from;
+    while let Some(found) = text.get(search..)?.find(key) {
+        let at = search + found;
+        let before = text[..at].chars().next_back();
+        let after = &text[at + key.len()..];
+        let (quoted_start, rest) = match before {
+            Some(q @ ('"' | '\'')) => (at - 1, after.strip_prefix(q)),
+            _ => (at, Some(after)),
+        };
+        let boundary = !matches!(text[..quoted_start].chars().next_back(), Some(c) if c.is_alphanumeric() || c == '_' || c == '$');
+        if boundary && rest.is_some_and(|r| r.trim_start().starts_with(':')) {
+            return Some(quoted_start);
+        }
+        search = at + key.len();
+    }
+    None
+}
+
+fn find_literal(text: &str, value: &str, from: usize) -> Option<usize> {
+    ['\'', '"', '`'].iter().filter_map(|q| text.get(from..)?.find(&format!("{q}{value}{q}")).map(|i| from + i)).min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_found_in_order_after_their_parent() {
+        let text = "module.exports = {\n  apps: [\n    { name: 'a', min_uptime: 1 },\n    {\n      'name': \"b\",\n      min_uptime: 2,\n    },\n  ],\n};\n";
+        let source = SourceFile::new("eco.js", text);
+        let document = serde_json::json!({"apps": [{"name": "a", "min_uptime": 1}, {"name": "b", "min_uptime": 2}]});
+        let map = locate(&source, &document);
+        assert_eq!(map.locate("/apps/0/min_uptime"), Some(Location { line: 3, column: 18 }));
+        assert_eq!(map.locate("/apps/1/min_uptime"), Some(Location { line: 6, column: 7 }));
+        assert_eq!(map.locate("/apps/1/name"), Some(Location { line: 5, column: 7 }));
+    }
+
+    #[test]
+    fn stack_locations_are_read() {
+        let stack = "ReferenceError: x is not defined\n    at Object.<anonymous> (/p/eco.js:5:14)\n";
+        assert_eq!(stack_location(stack, "/p/eco.js"), Some(Location { line: 5, column: 14 }));
+        assert_eq!(stack_location("/p/eco.js:7\n  bad\n", "/p/eco.js"), Some(Location { line: 7, column: 1 }));
+    }
+}
