@@ -1,0 +1,124 @@
+//! The `schema` and `unknown-key` checks, against `schemas/ecosystem.schema.json`.
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::desired::app::ALIASES;
+
+/// The ecosystem schema, as shipped in `schemas/`.
+pub const ECOSYSTEM_SCHEMA: &str = include_str!("../../schemas/ecosystem.schema.json");
+
+/// The `reconcile.toml` schema, as shipped in `schemas/`.
+pub const PROJECT_SCHEMA: &str = include_str!("../../schemas/reconcile.schema.json");
+
+struct AppSchema {
+    validator: jsonschema::Validator,
+    root: Value,
+    known_keys: BTreeSet<String>,
+}
+
+fn app_schema() -> &'static AppSchema {
+    static SCHEMA: OnceLock<AppSchema> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        // Both are compiled into the binary and checked by unit tests, so a failure
+        // here is a build defect, not bad input.
+        #[allow(clippy::expect_used)]
+        let root: Value = serde_json::from_str(ECOSYSTEM_SCHEMA).expect("ecosystem schema is valid JSON");
+        let mut app = root.clone();
+        if let Some(object) = app.as_object_mut() {
+            object.remove("oneOf");
+            object.remove("anyOf");
+            object.insert("$ref".into(), Value::String("#/$defs/app".into()));
+        }
+        #[allow(clippy::expect_used)]
+        let validator = jsonschema::validator_for(&app).expect("ecosystem schema compiles");
+        let mut known_keys: BTreeSet<String> = root
+            .pointer("/$defs/app/properties")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        known_keys.extend(ALIASES.iter().map(|(alias, _)| (*alias).to_string()));
+        AppSchema { validator, root, known_keys }
+    })
+}
+
+/// A schema violation inside one app: the pointer relative to the app, and why.
+#[derive(Debug, Clone)]
+pub struct Violation {
+    pub pointer: String,
+    pub message: String,
+    pub expected: Option<String>,
+}
+
+/// Checks one app as written against `#/$defs/app`.
+pub fn check_app(app: &Value) -> Vec<Violation> {
+    let schema = app_schema();
+    let mut seen = BTreeSet::new();
+    schema
+        .validator
+        .iter_errors(app)
+        .filter_map(|error| {
+            let pointer = error.instance_path().as_str().to_string();
+            if !seen.insert(pointer.clone()) {
+                return None;
+            }
+            let key = pointer.trim_start_matches('/').split('/').next().unwrap_or("").to_string();
+            let mut message = error.to_string();
+            if message.len() > 200 {
+                let cut = (0..=200).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
+                message.truncate(cut);
+                message.push('…');
+            }
+            let message = if key.is_empty() { message } else { format!("`{key}`: {message}") };
+            let expected = property_description(&schema.root, &key);
+            Some(Violation { pointer, message, expected })
+        })
+        .collect()
+}
+
+fn property_description(root: &Value, key: &str) -> Option<String> {
+    let description = root.pointer(&format!("/$defs/app/properties/{key}/description"))?.as_str()?;
+    let first = description.split(". ").next().unwrap_or(description).trim_end_matches('.');
+    Some(first.to_string())
+}
+
+/// Whether PM2 knows this app key (including aliases and `env_<name>` blocks).
+pub fn is_known_key(key: &str) -> bool {
+    key.starts_with("env_") || app_schema().known_keys.contains(key)
+}
+
+/// Every key PM2 knows, for "did you mean".
+pub fn known_keys() -> Vec<&'static str> {
+    app_schema().known_keys.iter().map(String::as_str).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_shipped_schemas_compile() {
+        let project: Value = serde_json::from_str(PROJECT_SCHEMA).unwrap();
+        jsonschema::validator_for(&project).unwrap();
+        assert!(is_known_key("exec_mode") && is_known_key("out") && is_known_key("env_production"));
+        assert!(!is_known_key("exec_mod"));
+    }
+
+    #[test]
+    fn violations_point_at_the_key() {
+        let violations = check_app(&json!({"name": "a", "instances": "many", "autorestart": "yes"}));
+        let pointers: Vec<&str> = violations.iter().map(|v| v.pointer.as_str()).collect();
+        assert!(pointers.contains(&"/instances") && pointers.contains(&"/autorestart"), "{violations:?}");
+    }
+
+    #[test]
+    fn what_pm2_accepts_passes() {
+        let app = json!({"name": "a", "script": "a.js", "instances": "max", "min_uptime": "5s",
+            "max_memory_restart": "200M", "args": ["--a", "1"], "node_args": "--inspect", "env": {"PORT": 80}});
+        assert!(check_app(&app).is_empty(), "{:?}", check_app(&app));
+    }
+}
