@@ -78,4 +78,7 @@ pub struct LintArgs {
     /// Which env_<name> block to merge, as `pm2 start FILE --env NAME` (default: [project] env).
     #[arg(long, value_name = "NAME")]
     pub env: Option<String>,
+    /// List every rule (built-in and from [policies] paths) with its severity, then exit.
+    #[arg(long)]
+    pub list_rules: bool,
 }

@@ -17,6 +17,7 @@ use std::io::Write;
 
 pub use exit_status::ExitStatus;
 
+
 /// Runs one parsed command line and reports a fatal error once, on stderr.
 pub fn run(cli: cli::Cli) -> ExitStatus {
     init_logging(cli.global.verbose);

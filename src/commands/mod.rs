@@ -1,13 +1,63 @@
 //! Glue between the command line and the modules: each command returns an [`ExitStatus`].
 
-use anyhow::Result;
+mod lint;
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
 
 use crate::ExitStatus;
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, ColorChoice, Command, Format, GlobalArgs};
+use crate::config::{LoadOptions, Project};
 
 /// Dispatches one command.
 pub fn execute(cli: &Cli) -> Result<ExitStatus> {
-    match &cli.command {
-        Command::Lint(_args) => anyhow::bail!("lint is being built"),
+    let color = match cli.global.color {
+        ColorChoice::Auto => anstream::ColorChoice::Auto,
+        ColorChoice::Always => anstream::ColorChoice::Always,
+        ColorChoice::Never => anstream::ColorChoice::Never,
+    };
+    color.write_global();
+    if let Some(dir) = &cli.global.directory {
+        std::env::set_current_dir(dir).with_context(|| format!("cannot change to directory {} (-C)", dir.display()))?;
     }
+    match &cli.command {
+        Command::Lint(args) => lint::run(&cli.global, args),
+    }
+}
+
+/// The project file, if there is one (or if `--config` names one).
+fn open_project(global: &GlobalArgs) -> Result<Option<Project>> {
+    Ok(Project::discover(global.config.as_deref(), std::path::Path::new("."))?)
+}
+
+/// Whether JavaScript may be evaluated, and for how long.
+fn load_options(global: &GlobalArgs, project: Option<&Project>) -> LoadOptions {
+    let settings = project.map(|p| &p.settings.project);
+    LoadOptions {
+        allow_js: !global.no_js && settings.is_none_or(|s| s.allow_js),
+        js_timeout: Duration::from_millis(settings.map_or(5_000, |s| s.js_timeout_ms)),
+    }
+}
+
+/// Refuses a `--format` the command does not produce.
+fn require_format(command: &str, format: Format, allowed: &[Format]) -> Result<()> {
+    if allowed.contains(&format) {
+        return Ok(());
+    }
+    let names: Vec<String> = allowed
+        .iter()
+        .map(|f| clap::ValueEnum::to_possible_value(f).map_or_else(String::new, |v| v.get_name().to_string()))
+        .collect();
+    let given = clap::ValueEnum::to_possible_value(&format).map_or_else(String::new, |v| v.get_name().to_string());
+    anyhow::bail!("`{command}` does not write --format {given}; use one of: {}", names.join(", "))
+}
+
+/// Writes command output to stdout (colors stripped when not wanted).
+fn print(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = anstream::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
 }

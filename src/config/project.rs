@@ -282,7 +282,8 @@ impl Project {
 
     /// The ecosystem files, resolved against the project directory.
     pub fn ecosystem_paths(&self) -> Vec<PathBuf> {
-        self.settings.project.ecosystem.iter().map(|p| self.root.join(p)).collect()
+        let here = self.root == Path::new(".");
+        self.settings.project.ecosystem.iter().map(|p| if here { p.clone() } else { self.root.join(p) }).collect()
     }
 
     /// Whether `namespace` is owned by this project.

@@ -48,7 +48,12 @@ pub fn evaluate(rule: &Rule, check: &Check, app: &AppView, env: Option<&str>) ->
     let extra = [("value", value), ("name", name)];
     let message = rule.fill(&check.message, &extra);
     let help = check.help.as_ref().map(|h| rule.fill(h, &extra));
-    let pointer = if check.key.is_empty() { app.pointer.clone() } else { app.pointer_of(&check.key) };
+    // A missing key is reported on the app's `name` line: that is where it belongs.
+    let pointer = if !check.key.is_empty() && app.fields.contains_key(&check.key) {
+        app.pointer_of(&check.key)
+    } else {
+        app.pointer_of("name")
+    };
     Some((pointer, message, help))
 }
 

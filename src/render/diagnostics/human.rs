@@ -1,0 +1,83 @@
+//! Compiler-style findings: severity and rule, `file:line:col`, the line with a
+//! marker under the offending text, and a help line.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use super::Summary;
+use crate::config::source::SourceFile;
+use crate::render::style;
+use crate::validate::{Diagnostic, Registry, Severity};
+
+/// Renders findings, then one count line. `sources` provides the snippets.
+pub fn human(diagnostics: &[Diagnostic], sources: &[&SourceFile], summary: Summary) -> String {
+    let mut out = String::new();
+    for d in diagnostics {
+        let level = match d.severity {
+            Severity::Error => style::ERROR,
+            Severity::Warning => style::WARNING,
+        };
+        let bold = style::BOLD;
+        let gutter = style::GUTTER;
+        let _ = writeln!(out, "{level}{}[{}]{level:#}{bold}: {}{bold:#}", d.severity.as_str(), d.rule, d.message);
+        let source = sources.iter().find(|s| s.path() == d.file.as_path());
+        let width = d.line.max(1).to_string().len();
+        let pad = " ".repeat(width);
+        if d.line == 0 {
+            let _ = writeln!(out, "{pad}{gutter}-->{gutter:#} {}", display(&d.file));
+        } else {
+            let _ = writeln!(out, "{pad}{gutter}-->{gutter:#} {}:{}:{}", display(&d.file), d.line, d.column);
+            if let Some(text) = source.and_then(|s| s.line_text(d.line)) {
+                let text = text.replace('\t', "    ");
+                let shown: String = text.chars().take(160).collect();
+                let start = d.column.saturating_sub(1).min(shown.chars().count());
+                let rest: String = shown.chars().skip(start).collect();
+                let marked = rest.trim_end().trim_end_matches([',', ';']).chars().count().max(1);
+                let _ = writeln!(out, "{pad} {gutter}|{gutter:#}");
+                let _ = writeln!(out, "{gutter}{:>width$} |{gutter:#} {shown}", d.line);
+                let _ = writeln!(out, "{pad} {gutter}|{gutter:#} {}{level}{}{level:#}", " ".repeat(start), "^".repeat(marked));
+            }
+        }
+        let help = style::HELP;
+        let _ = writeln!(out, "{pad} {gutter}={gutter:#} {help}help{help:#}: {}", d.help);
+        out.push('\n');
+    }
+    let _ = writeln!(out, "{}", closing_line(summary));
+    out
+}
+
+fn closing_line(summary: Summary) -> String {
+    let files = plural(summary.files, "file");
+    let apps = plural(summary.apps, "app");
+    if summary.errors == 0 && summary.warnings == 0 {
+        return format!("no problems in {files} ({apps})");
+    }
+    format!("{}, {} in {files} ({apps})", plural(summary.errors, "error"), plural(summary.warnings, "warning"))
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+}
+
+/// A path as the user named it, with `/` separators.
+pub fn display(path: &Path) -> String {
+    path.display().to_string().replace('\\', "/")
+}
+
+/// `lint --list-rules`: every rule with its severity, kind and description.
+pub fn rules_table(registry: &Registry) -> String {
+    let mut out = String::new();
+    let width = registry.rules.iter().map(|r| r.id().len()).max().unwrap_or(4);
+    let _ = writeln!(out, "{:<width$}  {:<8}  {:<4}  DESCRIPTION", "RULE", "SEVERITY", "KIND");
+    for rule in &registry.rules {
+        let severity = rule.severity.map_or("off", Severity::as_str);
+        let kind = match rule.file.kind {
+            crate::validate::registry::RuleKind::Data => "data",
+            crate::validate::registry::RuleKind::Code => "code",
+        };
+        let params: Vec<String> = rule.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let params = if params.is_empty() { String::new() } else { format!(" [{}]", params.join(", ")) };
+        let _ = writeln!(out, "{:<width$}  {severity:<8}  {kind:<4}  {}{params}", rule.id(), rule.file.description);
+    }
+    out
+}
