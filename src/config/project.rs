@@ -217,7 +217,7 @@ fn default_secret_patterns() -> Vec<String> {
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
     /// `--config` or `-C` named something that is not there.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -234,11 +234,11 @@ impl Project {
     pub fn discover(config: Option<&Path>, dir: &Path) -> Result<Option<Self>, ProjectError> {
         match config {
             Some(path) => {
-                let path = if path.is_absolute() { path.to_path_buf() } else { dir.join(path) };
+                let path = if path.is_absolute() || dir == Path::new(".") { path.to_path_buf() } else { dir.join(path) };
                 Self::load(&path).map(Some)
             }
             None => {
-                let path = dir.join(FILE_NAME);
+                let path = if dir == Path::new(".") { PathBuf::from(FILE_NAME) } else { dir.join(FILE_NAME) };
                 if path.is_file() { Self::load(&path).map(Some) } else { Ok(None) }
             }
         }

@@ -165,8 +165,16 @@ pub fn kind(value: &Value) -> &'static str {
     }
 }
 
-fn canonical(key: &str) -> &str {
-    ALIASES.iter().find(|(alias, _)| *alias == key).map_or(key, |(_, canon)| canon)
+/// The canonical key for an alias, or the snake_case form of a camelCase key (PM2
+/// accepts both spellings); other keys are returned unchanged.
+fn canonical(key: &str) -> std::borrow::Cow<'_, str> {
+    if let Some((_, canon)) = ALIASES.iter().find(|(alias, _)| *alias == key) {
+        return std::borrow::Cow::Borrowed(canon);
+    }
+    if key.chars().any(|c| c.is_ascii_uppercase()) && key.chars().next().is_some_and(|c| c.is_ascii_lowercase()) {
+        return std::borrow::Cow::Owned(crate::validate::schema::snake_case(key));
+    }
+    std::borrow::Cow::Borrowed(key)
 }
 
 fn build(index: usize, pointer: String, raw: &Map<String, Value>, env_name: Option<&str>) -> AppView {
@@ -174,11 +182,14 @@ fn build(index: usize, pointer: String, raw: &Map<String, Value>, env_name: Opti
     let mut key_pointers = HashMap::new();
     // Canonical keys first, so that an explicit key wins over its alias (as in PM2).
     for (key, value) in raw.iter().filter(|(k, _)| canonical(k) == k.as_str()) {
+        // PM2 drops a falsy snake_case value in favour of its (absent) camelCase alias
+        // (Config.js validateJSON), so `max_restarts: 0` reaches the daemon as unset;
+        // the value is kept here so that rules can say so.
         fields.insert(key.clone(), value.clone());
         key_pointers.insert(key.clone(), format!("{pointer}/{}", pointer_segment(key)));
     }
     for (key, value) in raw.iter().filter(|(k, _)| canonical(k) != k.as_str()) {
-        let canon = canonical(key).to_string();
+        let canon = canonical(key).into_owned();
         if !fields.contains_key(&canon) {
             fields.insert(canon.clone(), value.clone());
             key_pointers.insert(canon, format!("{pointer}/{}", pointer_segment(key)));
@@ -272,6 +283,9 @@ mod tests {
         assert_eq!(apps[0].fields["out_file"], "real.log");
         assert_eq!(apps[0].pointer_of("script"), "/0/cmd");
         assert_eq!(apps[0].name().as_deref(), Some("x"));
+        let apps = extract_apps(&json!([{"minUptime": 5000, "execMode": "fork"}]), None).unwrap();
+        assert_eq!(apps[0].fields["min_uptime"], 5000);
+        assert_eq!(apps[0].fields["exec_mode"], "fork");
     }
 
     #[test]

@@ -174,7 +174,7 @@ impl Rule {
 pub enum RegistryError {
     #[error("{origin}: invalid policy file: {message}")]
     InvalidFile { origin: String, message: String },
-    #[error("cannot read policy path {path}: {source}")]
+    #[error("cannot read policy path {path}")]
     Read {
         path: PathBuf,
         #[source]

@@ -84,9 +84,24 @@ fn property_description(root: &Value, key: &str) -> Option<String> {
     Some(first.to_string())
 }
 
-/// Whether PM2 knows this app key (including aliases and `env_<name>` blocks).
+/// Whether PM2 knows this app key (including aliases, `env_<name>` blocks, and the
+/// camelCase spelling PM2 accepts for every key, `lib/tools/Config.js`).
 pub fn is_known_key(key: &str) -> bool {
-    key.starts_with("env_") || app_schema().known_keys.contains(key)
+    key.starts_with("env_") || app_schema().known_keys.contains(key) || app_schema().known_keys.contains(&snake_case(key))
+}
+
+/// `maxRestarts` to `max_restarts`.
+pub fn snake_case(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Every key PM2 knows, for "did you mean".
@@ -106,6 +121,7 @@ mod tests {
         jsonschema::validator_for(&project).unwrap();
         assert!(is_known_key("exec_mode") && is_known_key("out") && is_known_key("env_production"));
         assert!(!is_known_key("exec_mod"));
+        assert!(is_known_key("maxRestarts") && !is_known_key("Exec_mode"));
     }
 
     #[test]

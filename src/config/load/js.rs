@@ -106,17 +106,19 @@ fn failure(source: &SourceFile, absolute: &std::path::Path, error: JsError) -> L
     LoadError::JsFailed { path: source.path.clone(), location, message }
 }
 
-/// Finds `file:line[:column]` of the evaluated file in a Node stack trace.
+/// Finds `file:line[:column]` of the evaluated file in a Node stack trace (the first
+/// mention that carries a position: "Require stack" lists the file without one).
 fn stack_location(stack: &str, file: &str) -> Option<Location> {
-    let start = stack.find(file)? + file.len();
-    let rest = stack[start..].strip_prefix(':')?;
-    let mut numbers = rest.split(|c: char| !c.is_ascii_digit());
-    let line = numbers.next()?.parse().ok()?;
-    let column = rest
-        .split_once(':')
-        .and_then(|(_, c)| c.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-        .unwrap_or(1);
-    Some(Location { line, column })
+    stack.match_indices(file).find_map(|(start, _)| {
+        let rest = stack[start + file.len()..].strip_prefix(':')?;
+        let mut numbers = rest.split(|c: char| !c.is_ascii_digit());
+        let line = numbers.next()?.parse().ok()?;
+        let column = rest
+            .split_once(':')
+            .and_then(|(_, c)| c.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .unwrap_or(1);
+        Some(Location { line, column })
+    })
 }
 
 /// Best-effort positions for an evaluated document: each key is searched for in the
@@ -204,5 +206,7 @@ mod tests {
         let stack = "ReferenceError: x is not defined\n    at Object.<anonymous> (/p/eco.js:5:14)\n";
         assert_eq!(stack_location(stack, "/p/eco.js"), Some(Location { line: 5, column: 14 }));
         assert_eq!(stack_location("/p/eco.js:7\n  bad\n", "/p/eco.js"), Some(Location { line: 7, column: 1 }));
+        let missing = "Error: Cannot find module 'x'\nRequire stack:\n- /p/eco.js\n    at Object.<anonymous> (/p/eco.js:1:16)";
+        assert_eq!(stack_location(missing, "/p/eco.js"), Some(Location { line: 1, column: 16 }));
     }
 }
