@@ -64,10 +64,10 @@ pub struct AppView {
     pub index: usize,
     /// Pointer of the app object in the document (`/apps/2`, or `` for a bare app).
     pub pointer: String,
-    /// The app as written (before aliases), for the JSON Schema.
-    pub raw: Map<String, Value>,
-    /// Canonical keys, coerced values, `env` merged for the chosen env.
-    pub fields: Map<String, Value>,
+    /// The app as written (before aliases), for the JSON Schema; always an object.
+    pub raw: Value,
+    /// Canonical keys, coerced values, `env` merged for the chosen env; always an object.
+    pub fields: Value,
     /// Pointer in the file of each canonical key (aliases point at what was written).
     pub key_pointers: HashMap<String, String>,
     /// The env name merged (`--env NAME`), if any, and whether `env_<name>` existed.
@@ -76,6 +76,16 @@ pub struct AppView {
 }
 
 impl AppView {
+    /// Whether a canonical key is set.
+    pub fn has(&self, key: &str) -> bool {
+        self.fields.get(key).is_some()
+    }
+
+    /// The keys as written.
+    pub fn raw_keys(&self) -> impl Iterator<Item = &String> {
+        self.raw.as_object().into_iter().flat_map(|m| m.keys())
+    }
+
     /// The app's name: as written, else what PM2 derives from the script.
     pub fn name(&self) -> Option<String> {
         if let Some(name) = self.fields.get("name").and_then(Value::as_str) {
@@ -208,8 +218,8 @@ fn build(index: usize, pointer: String, raw: &Map<String, Value>, env_name: Opti
     AppView {
         index,
         pointer,
-        raw: raw.clone(),
-        fields,
+        raw: Value::Object(raw.clone()),
+        fields: Value::Object(fields),
         key_pointers,
         env_name: env_name.map(str::to_string),
         env_block_found,

@@ -29,7 +29,7 @@ pub fn check(files: &[FileApps<'_>], ctx: Context<'_>, out: &mut Vec<Diagnostic>
             if let Some(owned) = ctx.owned {
                 let namespace = app.namespace();
                 if !owned.contains(&namespace) {
-                    let shown = if app.fields.contains_key("namespace") { format!("`{namespace}`") } else { "not set (PM2 uses `default`)".into() };
+                    let shown = if app.has("namespace") { format!("`{namespace}`") } else { "not set (PM2 uses `default`)".into() };
                     sink.emit(
                         "owned-namespace",
                         &app.pointer_of("namespace"),

@@ -75,11 +75,11 @@ pub fn run<'a>(files: &'a [EcosystemFile], ctx: Context<'_>) -> (Vec<FileApps<'a
 
 fn check_app_schema(sink: &mut Sink<'_>, app: &AppView) {
     let name = app.name();
-    for violation in schema::check_app(&serde_json::Value::Object(app.raw.clone())) {
+    for violation in schema::check_app(&app.raw) {
         let help = violation.expected.map(|e| format!("expected: {e}"));
         sink.emit("schema", &format!("{}{}", app.pointer, violation.pointer), violation.message, help, name.clone());
     }
-    for key in app.raw.keys().filter(|k| !schema::is_known_key(k)) {
+    for key in app.raw_keys().filter(|k| !schema::is_known_key(k)) {
         let help = registry::did_you_mean(key, &schema::known_keys())
             .map(|s| format!("did you mean `{s}`? PM2 ignores `{key}`"))
             .unwrap_or_else(|| format!("PM2 ignores `{key}`; remove it, or check the spelling"));
@@ -272,7 +272,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         let rule = registry.get("no-root").unwrap();
         let app = &crate::desired::extract_apps(&json!([{"name": "a", "user": "root"}]), None).unwrap()[0];
-        let (_, message, _) = data_rules::evaluate(rule, &rule.file.checks[0], app, None).unwrap();
+        let (_, message, _) = data_rules::evaluate(rule, &rule.file.checks[0], &rule.compiled[0], app, None).unwrap();
         assert_eq!(message, "`a` runs as \"root\"");
         let _ = Value::Null;
     }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -129,6 +130,15 @@ pub struct Rule {
     pub severity: Option<Severity>,
     /// Defaults merged with `reconcile.toml`.
     pub params: BTreeMap<String, Value>,
+    /// The checks' schemas with parameters filled in, compiled once.
+    pub compiled: Vec<CompiledCheck>,
+}
+
+/// A data check's `when` and `require`, compiled.
+#[derive(Debug, Clone)]
+pub struct CompiledCheck {
+    pub when: Option<Arc<jsonschema::Validator>>,
+    pub require: Arc<jsonschema::Validator>,
 }
 
 impl Rule {
@@ -151,6 +161,27 @@ impl Rule {
             text = text.replace(&format!("{{{name}}}"), value);
         }
         text
+    }
+
+    /// Compiles the checks' schemas with the effective parameters.
+    fn compile(&self) -> Result<Vec<CompiledCheck>, RegistryError> {
+        let build = |schema: &Value, what: &str, i: usize| {
+            jsonschema::validator_for(&self.instantiate(schema)).map(Arc::new).map_err(|err| RegistryError::InvalidFile {
+                origin: self.origin_path.clone(),
+                message: format!("rule `{}` check #{} `{what}` is not a valid JSON Schema: {err}", self.file.id, i + 1),
+            })
+        };
+        self.file
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(i, check)| {
+                Ok(CompiledCheck {
+                    when: check.when.as_ref().map(|w| build(w, "when", i)).transpose()?,
+                    require: build(&check.require, "require", i)?,
+                })
+            })
+            .collect()
     }
 
     /// A JSON Schema with every string `"{param}"` replaced by the parameter's value.
@@ -235,10 +266,13 @@ impl Registry {
                 return Err(RegistryError::DuplicateId { origin, id: file.id, first: first.origin_path.clone() });
             }
             let params = file.params.clone();
-            rules.push(Rule { severity: Some(file.severity), params, origin_path: origin, file });
+            rules.push(Rule { severity: Some(file.severity), params, origin_path: origin, file, compiled: Vec::new() });
         }
         let mut registry = Self { rules };
         registry.configure(settings)?;
+        for rule in &mut registry.rules {
+            rule.compiled = rule.compile()?;
+        }
         Ok(registry)
     }
 
