@@ -1,5 +1,7 @@
 //! Glue between the command line and the modules: each command returns an [`ExitStatus`].
 
+pub mod status;
+
 use anyhow::Result;
 
 use crate::ExitStatus;
@@ -9,5 +11,6 @@ use crate::cli::{Cli, Command};
 pub fn execute(cli: &Cli) -> Result<ExitStatus> {
     match &cli.command {
         Command::Lint(_args) => anyhow::bail!("lint is being built"),
+        Command::Status(args) => status::run(cli, args),
     }
 }

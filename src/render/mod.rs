@@ -1,3 +1,4 @@
 //! Everything that formats output for people or machines. No other module prints.
 
 pub mod style;
+pub mod status;
