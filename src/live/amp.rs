@@ -250,7 +250,7 @@ mod tests {
             }
         }
         assert_eq!(got.len(), 2);
-        assert_eq!(got[1][2], Arg::Blob(vec![1, 2, 3]));
+        assert_eq!(got[1][1], Arg::Blob(vec![1, 2, 3]));
         assert_eq!(fb.pending(), 0);
     }
 

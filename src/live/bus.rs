@@ -157,11 +157,12 @@ impl EventStream {
                     None => continue,
                 }
             }
-            let n = self.io.read(&mut self.chunk).await.map_err(|source| LiveError::Io {
-                method: "subscribe",
-                path: self.path.clone(),
-                source,
-            })?;
+            let n = match self.io.read(&mut self.chunk).await {
+                Ok(n) => n,
+                // A daemon killed hard resets the connection: that is its end too.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+                Err(source) => return Err(LiveError::Io { method: "subscribe", path: self.path.clone(), source }),
+            };
             if n == 0 {
                 return Ok(None);
             }

@@ -59,7 +59,7 @@ pub enum LiveError {
         source: std::io::Error,
     },
     /// The daemon sent bytes that are not a valid frame.
-    #[error("PM2 daemon at {path} sent a malformed frame: is this really PM2's rpc.sock?")]
+    #[error("PM2 daemon at {path} sent a malformed frame (is this really PM2's rpc.sock?)")]
     Frame {
         path: String,
         #[source]

@@ -107,8 +107,8 @@ impl Pm2Home {
         std::fs::read_to_string(self.pid_file()).ok()?.trim().parse().ok()
     }
 
-    /// Turns a failed connect into the clearest one-line error (no I/O beyond `stat`
-    /// and `kill(pid, 0)`).
+    /// Turns a failed connect into the clearest one-line error (no I/O beyond `stat`,
+    /// `/proc` and `kill(pid, 0)`).
     pub fn diagnose_connect(&self, endpoint: &Endpoint, err: std::io::Error) -> LiveError {
         use std::io::ErrorKind;
         let path = endpoint.to_string();
@@ -117,7 +117,7 @@ impl Pm2Home {
         }
         let stale_pid = || {
             let pid = self.daemon_pid()?;
-            (!pid_alive(pid)).then(|| LiveError::StalePid { pid, pid_file: self.pid_file() })
+            (!daemon_alive(pid)).then(|| LiveError::StalePid { pid, pid_file: self.pid_file() })
         };
         match err.kind() {
             ErrorKind::NotFound => stale_pid().unwrap_or(LiveError::NotRunning { path }),
@@ -128,7 +128,9 @@ impl Pm2Home {
     }
 }
 
-/// Whether a process with this pid exists (signal 0 sends nothing).
+/// Whether a process with this pid exists (signal 0 sends nothing). On Linux a
+/// zombie counts as dead: a daemon killed with SIGKILL stays one until reaped, and in
+/// containers whose init does not reap, that is forever.
 pub fn pid_alive(pid: i64) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
     if pid <= 0 {
@@ -136,7 +138,26 @@ pub fn pid_alive(pid: i64) -> bool {
     }
     // SAFETY: kill with signal 0 only checks for existence and permission.
     let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !is_zombie(pid)
+}
+
+/// Whether `pm2.pid` names a live PM2 daemon: alive, and (where `/proc` says) titled
+/// `PM2 vX: God Daemon (...)`, so a pid reused by another program is not taken for it.
+pub fn daemon_alive(pid: i64) -> bool {
+    if !pid_alive(pid) {
+        return false;
+    }
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => cmdline.windows(3).any(|w| w == b"PM2"),
+        Err(_) => true,
+    }
+}
+
+fn is_zombie(pid: libc::pid_t) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // "pid (comm) S ...": the state follows the last ')'.
+    stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
 }
 
 fn absolute(path: &Path) -> PathBuf {

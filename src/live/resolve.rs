@@ -210,8 +210,3 @@ fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
 }
-
-#[cfg(test)]
-pub(crate) fn resolved_for_tests(payload: Value) -> ResolvedApp {
-    ResolvedApp { payload }
-}

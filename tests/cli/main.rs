@@ -1,1 +1,6 @@
 mod support;
+
+mod faults;
+mod live_read;
+mod live_write;
+mod status;
