@@ -37,6 +37,9 @@ pub struct GlobalArgs {
     /// Refuse to evaluate JavaScript ecosystem files (for untrusted pull requests).
     #[arg(long, global = true)]
     pub no_js: bool,
+    /// Read live state from this `pm2 jlist` output instead of the PM2 daemon (for CI and examples).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub live: Option<PathBuf>,
     /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -67,7 +70,17 @@ pub enum Command {
     ///
     /// With no FILE, lints the ecosystem files named in reconcile.toml.
     Lint(LintArgs),
+    /// Show the live PM2 processes, owned apart from ignored, and warn about crash loops.
+    ///
+    /// Reads the daemon over its socket ([pm2] home, else $PM2_HOME, else ~/.pm2), or a
+    /// `pm2 jlist` file given with --live. Never starts a daemon. Formats: human, json.
+    /// Exit codes: 0 the list was read (warnings do not change it), 1 a daemon fault.
+    Status(StatusArgs),
 }
+
+/// `reconcile status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {}
 
 /// `reconcile lint`.
 #[derive(Debug, Args)]

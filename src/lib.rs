@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod desired;
 pub mod exit_status;
+pub mod live;
 pub mod render;
 pub mod validate;
 

@@ -1,6 +1,7 @@
 //! Glue between the command line and the modules: each command returns an [`ExitStatus`].
 
 mod lint;
+pub mod status;
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ pub fn execute(cli: &Cli) -> Result<ExitStatus> {
     }
     match &cli.command {
         Command::Lint(args) => lint::run(&cli.global, args),
+        Command::Status(args) => status::run(cli, args),
     }
 }
 

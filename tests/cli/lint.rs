@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{corpus, line_of, reconcile, reconcile_in, repo, run};
+use crate::support::process::{bin as reconcile, corpus, line_of, reconcile_in, repo, run};
 
-fn findings(output: &crate::support::Output) -> Vec<Value> {
+fn findings(output: &crate::support::process::Output) -> Vec<Value> {
     output.json()["diagnostics"].as_array().unwrap().clone()
 }
 
@@ -82,7 +82,7 @@ fn corpus_files() -> Vec<std::path::PathBuf> {
 
 /// Runs lint on a corpus file with a scrubbed environment: some corpus files print
 /// the environment when evaluated, and none of them is trusted code.
-fn lint_corpus_file(path: &Path, extra: &[&str]) -> crate::support::Output {
+fn lint_corpus_file(path: &Path, extra: &[&str]) -> crate::support::process::Output {
     let home = tempfile::tempdir().unwrap();
     let mut command = reconcile();
     command

@@ -1,4 +1,9 @@
 //! Integration tests: the built `reconcile` binary, run as an operator would.
 
-mod lint;
 mod support;
+
+mod faults;
+mod lint;
+mod live_read;
+mod live_write;
+mod status;

@@ -1,97 +1,312 @@
-//! Helpers shared by the integration tests.
-#![allow(dead_code, clippy::unwrap_used)]
+//! Helpers for every integration test: a private PM2 daemon in a temporary
+//! `PM2_HOME`, fixture apps, and a builder for the `reconcile` binary.
+//!
+//! Safety: nothing here ever uses `~/.pm2`. Every `pm2` command runs with `PM2_HOME`
+//! set to a directory this helper created. On drop (also when a test panics) a
+//! [`Pm2Home`] kills only processes whose environment says `PM2_HOME=<its dir>` (the
+//! daemon from its `pm2.pid`, the apps from `pids/`, and any orphans), then removes
+//! the directory.
+
+#![allow(dead_code)]
+
+pub mod process;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The repository root.
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+use serde_json::Value;
+
+/// The repository's pm2 (installed by `npm ci`).
+pub fn pm2_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules/.bin/pm2");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `npm ci` in the repository root (package.json pins the pm2 the tests use)",
+        bin.display()
+    );
+    bin
 }
 
-/// The third-party ecosystem corpus beside the repository (`../shared/corpus/ecosystem`).
-pub fn corpus() -> PathBuf {
-    let dir = repo().join("../shared/corpus/ecosystem");
-    assert!(dir.is_dir(), "the corpus is missing at {}: check out shared/ beside the repository", dir.display());
-    dir
+/// The repository's pm2 package directory.
+pub fn pm2_package() -> PathBuf {
+    pm2_bin();
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules/pm2")
 }
 
-/// A `reconcile` command with a clean, predictable environment.
-pub fn reconcile() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_reconcile"));
-    command.env_remove("RUST_LOG").env("NO_COLOR", "1").stdin(Stdio::null());
-    command
+/// A short temporary directory (Unix socket paths must stay under ~100 bytes).
+pub fn short_tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("r2-").tempdir_in("/tmp").expect("creating a temp dir in /tmp")
 }
 
-/// What a finished command printed.
-#[derive(Debug)]
-pub struct Output {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    pub elapsed: Duration,
+/// `reconcile` with a clean environment: no `PM2_HOME`, `HOME` pointing at an empty
+/// directory (so the `~/.pm2` fallback can never be the real one).
+pub fn reconcile(cwd: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_reconcile"));
+    cmd.current_dir(cwd)
+        .env_remove("PM2_HOME")
+        .env_remove("PM2_DAEMON_RPC_PORT")
+        .env_remove("PM2_DAEMON_PUB_PORT")
+        .env_remove("RUST_LOG")
+        .env("HOME", cwd)
+        .env("NO_COLOR", "1");
+    cmd
 }
 
-impl Output {
-    /// Fails the test unless the exit code is `code` and nothing panicked.
-    pub fn expect_code(&self, code: i32) -> &Self {
-        assert!(!self.stderr.contains("panicked"), "panic: {self:#?}");
-        assert_eq!(self.code, Some(code), "unexpected exit code: {self:#?}");
-        self
-    }
-
-    /// stdout parsed as JSON.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
-    }
-}
-
-/// Runs a command, killing it if it outlives `limit` (a hang is a test failure).
-pub fn run(mut command: Command, limit: Duration) -> Output {
+/// Runs a command to completion within `limit`, killing it (by its own pid) if it
+/// takes longer.
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut out_pipe = child.stdout.take().expect("stdout");
+    let mut err_pipe = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out_pipe.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err_pipe.read_to_end(&mut v);
+        v
+    });
     let start = Instant::now();
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn reconcile");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
         if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{command:?} did not finish within {limit:?}");
+            panic!("{cmd:?} took longer than {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    Output {
-        code: status.code(),
-        stdout: out_reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-        elapsed: start.elapsed(),
+    Output { status, stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() }
+}
+
+/// A private PM2 home with its own daemon.
+pub struct Pm2Home {
+    dir: tempfile::TempDir,
+}
+
+impl Pm2Home {
+    /// An empty home (no daemon).
+    pub fn empty() -> Self {
+        Self { dir: short_tempdir() }
+    }
+
+    /// A home with a running daemon (started by `pm2 ping`, which launches one).
+    pub fn start() -> Self {
+        let home = Self::empty();
+        let out = home.pm2(&["ping"]);
+        assert!(out.status.success(), "pm2 ping failed: {}", String::from_utf8_lossy(&out.stderr));
+        home.wait_for(|| home.path().join("rpc.sock").exists(), "rpc.sock");
+        home
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The daemon's pid from `pm2.pid`.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.path().join("pm2.pid")).ok()?.trim().parse().ok()
+    }
+
+    /// Runs the repo's `pm2` with `PM2_HOME` set to this home. `_` is removed, so a
+    /// daemon crash can never run `pm2 update` against anything.
+    pub fn pm2(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(pm2_bin());
+        cmd.args(args)
+            .current_dir(self.path())
+            .env("PM2_HOME", self.path())
+            .env_remove("_")
+            .env_remove("PM2_DAEMON_RPC_PORT")
+            .env_remove("PM2_DAEMON_PUB_PORT");
+        run_with_timeout(&mut cmd, Duration::from_secs(60))
+    }
+
+    /// Runs `pm2` and panics with its output if it fails.
+    pub fn pm2_ok(&self, args: &[&str]) -> Output {
+        let out = self.pm2(args);
+        assert!(
+            out.status.success(),
+            "pm2 {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `pm2 jlist`, parsed. Only call it while the daemon is up (otherwise the CLI
+    /// starts a new one).
+    pub fn jlist(&self) -> Value {
+        let out = self.pm2_ok(&["jlist"]);
+        serde_json::from_slice(&out.stdout).expect("jlist is JSON")
+    }
+
+    /// A `sleep 3600` app (`interpreter: none`, fork).
+    pub fn start_sleep(&self, name: &str, namespace: &str) {
+        self.pm2_ok(&["start", "/bin/sleep", "--name", name, "--namespace", namespace, "--interpreter", "none", "--", "3600"]);
+    }
+
+    /// Writes `app.js`, a Node app that idles (for cluster mode), and returns its path.
+    pub fn node_app(&self) -> PathBuf {
+        let path = self.path().join("app.js");
+        std::fs::write(&path, "setInterval(() => {}, 1 << 30);\n").expect("writing app.js");
+        path
+    }
+
+    /// Starts the apps of an ecosystem (`{"apps": [...]}`) with `pm2 start FILE`.
+    pub fn start_ecosystem(&self, file_name: &str, ecosystem: &Value) -> PathBuf {
+        let path = self.path().join(file_name);
+        std::fs::write(&path, serde_json::to_vec_pretty(ecosystem).expect("json")).expect("writing ecosystem");
+        self.pm2_ok(&["start", path.to_str().expect("utf-8 path")]);
+        path
+    }
+
+    /// Writes a reconcile.toml in this home owning `namespaces`, returns its directory.
+    pub fn project(&self, namespaces: &[&str], timeout_ms: u64) -> PathBuf {
+        let dir = self.path().join("project");
+        std::fs::create_dir_all(&dir).expect("project dir");
+        let ns: Vec<String> = namespaces.iter().map(|n| format!("{n:?}")).collect();
+        let text = format!(
+            "[project]\nname = \"t\"\nnamespaces = [{}]\n\n[pm2]\nhome = {:?}\ntimeout_ms = {timeout_ms}\n",
+            ns.join(", "),
+            self.path().display().to_string()
+        );
+        std::fs::write(dir.join("reconcile.toml"), text).expect("reconcile.toml");
+        dir
+    }
+
+    /// `reconcile` in this home's project dir (if any), with `PM2_HOME` set.
+    pub fn reconcile(&self) -> Command {
+        let dir = self.path().join("project");
+        let cwd = if dir.is_dir() { dir } else { self.path().to_path_buf() };
+        let mut cmd = reconcile(&cwd);
+        cmd.env("PM2_HOME", self.path());
+        cmd
+    }
+
+    /// The library's view of this home.
+    pub fn live_home(&self) -> reconcile::live::Pm2Home {
+        reconcile::live::Pm2Home::at(self.path())
+    }
+
+    /// Waits until `cond` holds (10 s at most).
+    pub fn wait_for(&self, mut cond: impl FnMut() -> bool, what: &str) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `jlist` shows `name` with `status`.
+    pub fn wait_status(&self, name: &str, status: &str) {
+        self.wait_for(
+            || {
+                self.jlist().as_array().into_iter().flatten().any(|p| {
+                    p["name"] == name && p["pm2_env"]["status"] == status
+                })
+            },
+            &format!("{name} to be {status}"),
+        );
+    }
+
+    /// Kills the daemon with SIGKILL (its apps keep running as orphans), leaving
+    /// `pm2.pid` and the socket files behind: a dead daemon, as after a crash.
+    pub fn kill_daemon_hard(&self) {
+        let pid = self.daemon_pid().expect("pm2.pid");
+        assert!(self.is_ours(pid), "pm2.pid names a process that is not this home's daemon");
+        kill(pid, libc::SIGKILL);
+        self.wait_for(|| !alive(pid), "the daemon to die");
+    }
+
+    /// Whether `pid` runs with `PM2_HOME=<this home>` (so it is ours to kill).
+    pub fn is_ours(&self, pid: i32) -> bool {
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { return false };
+        let needle = format!("PM2_HOME={}", self.path().display());
+        environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
+    }
+
+    /// Every process that belongs to this home.
+    fn our_pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = Vec::new();
+        pids.extend(self.daemon_pid());
+        if let Ok(entries) = std::fs::read_dir(self.path().join("pids")) {
+            for e in entries.flatten() {
+                if let Ok(text) = std::fs::read_to_string(e.path()) {
+                    pids.extend(text.trim().parse::<i32>().ok());
+                }
+            }
+        }
+        // Orphans whose pid files are gone (e.g. after a daemon crash).
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for e in entries.flatten() {
+                if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+                    pids.push(pid);
+                }
+            }
+        }
+        let me = std::process::id() as i32;
+        pids.sort_unstable();
+        pids.dedup();
+        pids.into_iter().filter(|&p| p > 1 && p != me && self.is_ours(p)).collect()
     }
 }
 
-/// Runs `reconcile ARGS` in `dir` with a 60 s limit.
-pub fn reconcile_in(dir: &Path, args: &[&str]) -> Output {
-    let mut command = reconcile();
-    command.current_dir(dir).args(args);
-    run(command, Duration::from_secs(60))
+impl Drop for Pm2Home {
+    fn drop(&mut self) {
+        // Daemon first (so it does not restart the apps), then everything else ours.
+        if let Some(pid) = self.daemon_pid().filter(|&p| self.is_ours(p)) {
+            kill(pid, libc::SIGKILL);
+        }
+        for _ in 0..3 {
+            let pids = self.our_pids();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                kill(pid, libc::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
-/// The 1-based line of the first line of `file` containing `needle`.
-pub fn line_of(file: &Path, needle: &str) -> usize {
-    let text = std::fs::read_to_string(file).unwrap();
-    text.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle:?} not in {}", file.display())) + 1
+pub fn kill(pid: i32, signal: i32) {
+    // SAFETY: plain kill(2) on a pid this module verified is ours.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+pub fn alive(pid: i32) -> bool {
+    // A zombie still "exists"; look at /proc state as well.
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+}
+
+/// A process this test spawned itself; killed on drop.
+pub struct Spawned(pub Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `reconcile` and returns (exit code, stdout, stderr, elapsed).
+pub fn run(cmd: &mut Command) -> (i32, String, String, Duration) {
+    let start = Instant::now();
+    let out = run_with_timeout(cmd, Duration::from_secs(60));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        start.elapsed(),
+    )
 }

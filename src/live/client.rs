@@ -1,0 +1,266 @@
+//! A PM2 client on the daemon's socket: reads, and the mutating calls `apply` uses.
+//!
+//! Safety rules this type enforces (DESIGN.md, Apply — the safety contract):
+//! - every mutating call names a numeric `pm_id`, never a name, `all`, a namespace
+//!   or a regex, and takes an [`OwnedProcess`], which only [`Pm2Client::confirm_owned`]
+//!   builds, from a fresh read, after checking the name and the namespace;
+//! - [`Pm2Client::start`] re-reads first and refuses a name that exists in any
+//!   namespace (PM2 names are global);
+//! - nothing here spawns `pm2`, so nothing here can start a daemon.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::error::LiveError;
+use super::home::Pm2Home;
+use super::model::{DaemonInfo, ExecMode, LiveOrigin, LiveState, ProcessStatus, as_u64, normalize_list};
+use super::resolve::ResolvedApp;
+use super::rpc::{Call, NotifyAction, RpcConnection, WatchedAction};
+
+/// The PM2 versions whose protocol and hazards reconcile has verified.
+pub const SUPPORTED_VERSIONS: &str = "7.x";
+
+/// Whether a daemon version is in [`SUPPORTED_VERSIONS`].
+pub fn version_supported(version: &str) -> bool {
+    version.split('.').next().and_then(|major| major.parse::<u32>().ok()) == Some(7)
+}
+
+/// A process a fresh read just confirmed is owned and has the expected name.
+/// Only [`Pm2Client::confirm_owned`] constructs one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedProcess {
+    pm_id: u64,
+    name: String,
+    namespace: String,
+    status: ProcessStatus,
+    exec_mode: ExecMode,
+    /// Worst-case wait for a stop: `kill_timeout` twice (SIGINT, then SIGKILL) and any
+    /// `listen_timeout` a restart may wait (pm2-internals.md §8).
+    budget: Duration,
+}
+
+impl OwnedProcess {
+    pub fn pm_id(&self) -> u64 {
+        self.pm_id
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    /// The status at confirmation time.
+    pub fn status(&self) -> &ProcessStatus {
+        &self.status
+    }
+    pub fn exec_mode(&self) -> ExecMode {
+        self.exec_mode
+    }
+}
+
+/// A connected client. Calls run one at a time.
+#[derive(Debug)]
+pub struct Pm2Client {
+    conn: RpcConnection,
+    home: Pm2Home,
+    version: String,
+    daemon_env: Option<Map<String, Value>>,
+    daemon: DaemonInfo,
+}
+
+impl Pm2Client {
+    /// Connects, then checks the daemon answers and runs a supported PM2 version.
+    /// Never starts a daemon: a down daemon is an error that says so.
+    pub async fn connect(home: &Pm2Home, timeout: Duration) -> Result<Self, LiveError> {
+        let mut conn = RpcConnection::connect(home, timeout).await?;
+        let reply = conn.call(&Call::get_version()).await?;
+        let version = match reply.first() {
+            Some(Value::String(v)) => v.clone(),
+            other => return Err(LiveError::BadReply { method: "getVersion", detail: format!("version is {other:?}") }),
+        };
+        if !version_supported(&version) {
+            return Err(LiveError::UnsupportedVersion { version, supported: SUPPORTED_VERSIONS });
+        }
+        let pid = home.daemon_pid().and_then(|p| u32::try_from(p).ok());
+        let daemon = DaemonInfo { version: version.clone(), pid, ..DaemonInfo::default() };
+        Ok(Self { conn, home: home.clone(), version, daemon_env: None, daemon })
+    }
+
+    /// The daemon's PM2 version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The home this client talks to.
+    pub fn home(&self) -> &Pm2Home {
+        &self.home
+    }
+
+    /// `ping`: the daemon answers.
+    pub async fn ping(&mut self) -> Result<(), LiveError> {
+        let reply = self.conn.call(&Call::ping()).await?;
+        match reply.first().and_then(|v| v.get("msg")).and_then(Value::as_str) {
+            Some("pong") => Ok(()),
+            _ => Err(LiveError::BadReply { method: "ping", detail: format!("{reply:?}") }),
+        }
+    }
+
+    /// `getReport`: the daemon's env, argv, start time. Cached after the first call.
+    async fn load_report(&mut self) -> Result<(), LiveError> {
+        if self.daemon_env.is_some() {
+            return Ok(());
+        }
+        let reply = self.conn.call(&Call::get_report()).await?;
+        let report = reply.into_iter().next().unwrap_or(Value::Null);
+        self.daemon.started_at_ms = report.get("started_at").and_then(Value::as_i64);
+        self.daemon_env = Some(report.get("env").and_then(Value::as_object).cloned().unwrap_or_default());
+        Ok(())
+    }
+
+    /// Reads the whole process list (`getMonitorData`), normalized.
+    pub async fn list(&mut self) -> Result<LiveState, LiveError> {
+        self.load_report().await?;
+        let reply = self.conn.call(&Call::get_monitor_data()).await?;
+        let list = reply.into_iter().next().unwrap_or(Value::Array(Vec::new()));
+        let processes = normalize_list(&list, self.daemon_env.as_ref())
+            .map_err(|e| LiveError::BadReply { method: "getMonitorData", detail: e.to_string() })?;
+        Ok(LiveState {
+            origin: LiveOrigin::Daemon { home: self.home.dir.clone() },
+            daemon: Some(self.daemon.clone()),
+            read_at_ms: now_ms(),
+            processes,
+        })
+    }
+
+    /// Re-reads the list and confirms `pm_id` still is `expected_name` in an owned
+    /// namespace. Call it immediately before each mutating call.
+    pub async fn confirm_owned(
+        &mut self,
+        pm_id: u64,
+        expected_name: &str,
+        owned_namespaces: &[String],
+    ) -> Result<OwnedProcess, LiveError> {
+        let state = self.list().await?;
+        let p = state.get(pm_id).ok_or(LiveError::ProcessGone { pm_id })?;
+        if p.name != expected_name {
+            return Err(LiveError::NameChanged { pm_id, expected: expected_name.to_string(), found: p.name.clone() });
+        }
+        if !owned_namespaces.iter().any(|n| *n == p.namespace) {
+            return Err(LiveError::NotOwned { pm_id, name: p.name.clone(), namespace: p.namespace.clone() });
+        }
+        let kill = p.option_u64("kill_timeout").unwrap_or(1600);
+        let listen = p.option_u64("listen_timeout").unwrap_or(3000);
+        let budget = Duration::from_millis(kill.saturating_mul(2).saturating_add(listen).saturating_add(2000));
+        Ok(OwnedProcess {
+            pm_id,
+            name: p.name.clone(),
+            namespace: p.namespace.clone(),
+            status: p.status.clone(),
+            exec_mode: p.exec_mode,
+            budget,
+        })
+    }
+
+    fn budget(&self, p: &OwnedProcess) -> Duration {
+        self.conn.timeout().max(p.budget)
+    }
+
+    /// Starts a resolved app with `prepare`, after a fresh read shows its name is
+    /// free in every namespace and its namespace is owned. Returns the new `pm_id`s
+    /// (one per instance).
+    pub async fn start(&mut self, app: &ResolvedApp, owned_namespaces: &[String]) -> Result<Vec<u64>, LiveError> {
+        let (name, namespace) = (app.name().to_string(), app.namespace().to_string());
+        if !owned_namespaces.iter().any(|n| *n == namespace) {
+            return Err(LiveError::NamespaceNotOwned { name, namespace });
+        }
+        let state = self.list().await?;
+        let taken = state.by_name(&name).next().map(|p| (p.pm_id, p.namespace.clone()));
+        if let Some((pm_id, found_ns)) = taken {
+            return Err(LiveError::NameTaken { name, pm_id, namespace: found_ns });
+        }
+        let call = Call::prepare(app.payload().clone())?;
+        let kill = app.payload().get("kill_timeout").and_then(as_u64).unwrap_or(1600);
+        let listen = app.payload().get("listen_timeout").and_then(as_u64).unwrap_or(3000);
+        let budget = self.conn.timeout().max(Duration::from_millis(kill + listen + 2000));
+        let reply = self.conn.call_within(&call, budget).await?;
+        // One ChildProcess/Worker clone per instance; only `.pm2_env` is meaningful.
+        let ids: Vec<u64> = match reply.first() {
+            Some(Value::Array(items)) => {
+                items.iter().filter_map(|i| i.get("pm2_env").and_then(|e| e.get("pm_id")).and_then(as_u64)).collect()
+            }
+            _ => Vec::new(),
+        };
+        if ids.is_empty() {
+            return Err(LiveError::BadReply { method: "prepare", detail: "no process was started".into() });
+        }
+        Ok(ids)
+    }
+
+    /// Stops one process (as `pm2 stop <id>`: `stopWatch`, `stopProcessId`, then a
+    /// `stop` event on the bus).
+    pub async fn stop(&mut self, p: &OwnedProcess) -> Result<(), LiveError> {
+        self.conn.call(&Call::stop_watch(WatchedAction::Stop, p.pm_id)).await?;
+        let budget = self.budget(p);
+        self.conn.call_within(&Call::stop_process_id(p.pm_id), budget).await?;
+        self.notify(p.pm_id, NotifyAction::Stop).await
+    }
+
+    /// Restarts one process, merging `env` into its env (pm2-internals.md §4: values
+    /// are added or overwritten, never removed; a `current_conf` key, if given, is
+    /// applied to `pm2_env` by the daemon).
+    pub async fn restart(&mut self, p: &OwnedProcess, env: Map<String, Value>) -> Result<(), LiveError> {
+        let budget = self.budget(p);
+        self.conn.call_within(&Call::restart_process_id(p.pm_id, env), budget).await?;
+        self.notify(p.pm_id, NotifyAction::Restart).await
+    }
+
+    /// Reloads one process: zero-downtime for an online cluster app, a restart otherwise.
+    pub async fn reload(&mut self, p: &OwnedProcess, env: Map<String, Value>) -> Result<(), LiveError> {
+        let budget = self.budget(p);
+        self.conn.call_within(&Call::reload_process_id(p.pm_id, env), budget).await?;
+        self.notify(p.pm_id, NotifyAction::Reload).await
+    }
+
+    /// Deletes one process (stopping it first, as the daemon does). Consumes the
+    /// confirmation: the `pm_id` is gone afterwards and may be reused by PM2.
+    pub async fn delete(&mut self, p: OwnedProcess) -> Result<(), LiveError> {
+        self.conn.call(&Call::stop_watch(WatchedAction::Delete, p.pm_id)).await?;
+        let budget = self.budget(&p);
+        // No `delete` notification: the CLI sends it after the entry is gone, so the
+        // daemon only answers "process id doesnt exists" (pm2-internals.md §0.6).
+        self.conn.call_within(&Call::delete_process_id(p.pm_id), budget).await.map(|_| ())
+    }
+
+    async fn notify(&mut self, pm_id: u64, action: NotifyAction) -> Result<(), LiveError> {
+        match self.conn.call(&Call::notify_by_process_id(pm_id, action)).await {
+            // The action itself succeeded; a failed notification only loses a bus event.
+            Err(LiveError::Remote { message, .. }) => {
+                tracing::debug!(pm_id, %message, "notifyByProcessId failed");
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pm2_7_is_supported() {
+        assert!(version_supported("7.0.4"));
+        assert!(version_supported("7.12.0-beta"));
+        assert!(!version_supported("6.0.8"));
+        assert!(!version_supported("8.0.0"));
+        assert!(!version_supported("garbage"));
+    }
+}

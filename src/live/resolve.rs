@@ -1,0 +1,212 @@
+//! Turning an app spec into the payload PM2's `prepare` expects, exactly as
+//! `pm2 start ecosystem --only NAME` would, by running PM2's own JavaScript.
+//!
+//! # Why a `node` helper plus `prepare`, and not `pm2 start`
+//!
+//! The CLI resolves an app through ~300 lines of rules (`verifyConfs`,
+//! `Config.validateJSON`, `resolveAppAttributes`, `mergeEnvironmentVariables`:
+//! aliases, coercions, defaults, interpreter detection, log paths, `bash -c`, ...).
+//! Porting them would drift; so a tiny helper `require`s the installed PM2's
+//! `lib/Common.js` and runs the same functions, prints the payload, and the client
+//! sends it as `prepare` over the socket. Compared with running `pm2 start FILE
+//! --only NAME` for the app (both measured by `cargo bench --bench live_read`, 2-core
+//! host, PM2 7.0.4, a 2-app daemon; see docs/status.md):
+//!
+//! | route | wall time per start (median) |
+//! |---|---|
+//! | helper + `prepare` RPC | ~120 ms |
+//! | `pm2 start eco.json --only NAME` | ~390 ms |
+//!
+//! Beyond speed the helper route is chosen because it is *safe*: `pm2 start`
+//! restarts (and hijacks) any live app with the same name in any namespace
+//! (pm2-internals.md §0.2), and starts a new empty daemon if the daemon died since
+//! our last read (§7). The helper never connects to the daemon at all; the one
+//! mutating call is ours, over the socket, right after a fresh read proved the name
+//! is free.
+//!
+//! # Which PM2
+//!
+//! `$RECONCILE_PM2` (the pm2 package directory, or its `bin/pm2`) if set; else the
+//! `pm2` found on `PATH`, following symlinks (`node_modules/.bin/pm2` →
+//! `../pm2/bin/pm2`) to its package directory. `node` must be on `PATH`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+use super::error::LiveError;
+use super::home::Pm2Home;
+use super::model::SPEC_HASH_KEY;
+
+/// The helper: reads `{spec, cwd, env_name}` on stdin, prints the prepare payload.
+/// It mirrors `API._startJson` + `startApps` for one app (lib/API.js:898-1177).
+const HELPER: &str = r#"
+const path = require('path');
+const lib = path.join(process.argv[1], 'lib');
+process.env.PM2_USAGE = 'CLI';
+let input = '';
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (c) => { input += c; });
+process.stdin.on('end', () => {
+  try {
+    const req = JSON.parse(input);
+    const Common = require(path.join(lib, 'Common.js'));
+    const Modularizer = require(path.join(lib, 'API', 'Modules', 'Modularizer.js'));
+    const cst = require(path.join(process.argv[1], 'constants.js'));
+    let apps = Common.verifyConfs([req.spec]);
+    if (apps instanceof Error) throw apps;
+    const app = apps[0];
+    if (!app.env) app.env = {};
+    app.env.io = app.io;
+    if (!app.namespace) app.namespace = 'default';
+    app.username = Common.getCurrentUsername();
+    process.env.PM2_JSON_PROCESSING = true;
+    const resolved = Common.resolveAppAttributes({ cwd: req.cwd, pm2_home: cst.PM2_HOME }, app);
+    if (!resolved.env) resolved.env = {};
+    resolved.env['PM2_HOME'] = cst.PM2_HOME;
+    Object.assign(resolved.env, Modularizer.getAdditionalConf(resolved.name));
+    resolved.env = Common.mergeEnvironmentVariables(resolved, req.env_name || undefined, {});
+    delete resolved.env.current_conf;
+    resolved.km_link = false;
+    process.stdout.write(JSON.stringify(resolved));
+  } catch (e) {
+    process.stderr.write(String(e && e.message ? e.message : e));
+    process.exit(3);
+  }
+});
+"#;
+
+/// A payload ready for `prepare`: only [`Resolver::resolve`] makes one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedApp {
+    payload: Value,
+}
+
+impl ResolvedApp {
+    /// The app's name.
+    pub fn name(&self) -> &str {
+        self.payload.get("name").and_then(Value::as_str).unwrap_or_default()
+    }
+
+    /// The app's namespace (`"default"` when the spec had none, as the CLI does).
+    pub fn namespace(&self) -> &str {
+        self.payload.get("namespace").and_then(Value::as_str).unwrap_or("default")
+    }
+
+    /// Stamps the spec hash as a custom app attribute; PM2 keeps it across restart,
+    /// dump and resurrect (pm2-internals.md §5), and `LiveProcess::spec_hash` reads it.
+    #[must_use]
+    pub fn with_spec_hash(mut self, hash: &str) -> Self {
+        if let Some(obj) = self.payload.as_object_mut() {
+            obj.insert(SPEC_HASH_KEY.to_string(), Value::String(hash.to_string()));
+        }
+        self
+    }
+
+    /// The payload as PM2 will receive it.
+    pub fn payload(&self) -> &Value {
+        &self.payload
+    }
+}
+
+/// Runs PM2's own app resolution through `node`.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    pm2_dir: PathBuf,
+    node: PathBuf,
+    timeout: Duration,
+}
+
+impl Resolver {
+    /// Finds the PM2 package (see the module docs) and `node`.
+    pub fn locate(timeout: Duration) -> Result<Self, LiveError> {
+        let explicit = std::env::var_os("RECONCILE_PM2").filter(|v| !v.is_empty()).map(PathBuf::from);
+        let candidate = explicit.clone().or_else(|| which("pm2"));
+        let looked = match &candidate {
+            Some(p) => p.display().to_string(),
+            None => "$RECONCILE_PM2 and pm2 on PATH".to_string(),
+        };
+        let pm2_dir = candidate.and_then(|p| package_dir(&p)).ok_or(LiveError::Pm2LibNotFound { looked })?;
+        Ok(Self { pm2_dir, node: which("node").unwrap_or_else(|| PathBuf::from("node")), timeout })
+    }
+
+    /// Uses the PM2 package in `pm2_dir` (tests point this at the repo's node_modules).
+    pub fn with_pm2_dir(pm2_dir: impl Into<PathBuf>, timeout: Duration) -> Result<Self, LiveError> {
+        let dir = pm2_dir.into();
+        let pm2_dir = package_dir(&dir).ok_or(LiveError::Pm2LibNotFound { looked: dir.display().to_string() })?;
+        Ok(Self { pm2_dir, node: which("node").unwrap_or_else(|| PathBuf::from("node")), timeout })
+    }
+
+    /// The PM2 package directory in use.
+    pub fn pm2_dir(&self) -> &Path {
+        &self.pm2_dir
+    }
+
+    /// Resolves one app spec (ecosystem fields as written, `env` already merged or
+    /// with `env_<name>` blocks and `env_name`) as `pm2 start` run in `cwd` with
+    /// `PM2_HOME` = `home` would.
+    pub async fn resolve(
+        &self,
+        spec: &Value,
+        cwd: &Path,
+        env_name: Option<&str>,
+        home: &Pm2Home,
+    ) -> Result<ResolvedApp, LiveError> {
+        let name = spec.get("name").and_then(Value::as_str).unwrap_or("?").to_string();
+        let fail = |message: String| LiveError::Resolve { name: name.clone(), message };
+        if !spec.is_object() {
+            return Err(fail("the app spec is not an object".into()));
+        }
+        let input = serde_json::json!({"spec": spec, "cwd": cwd, "env_name": env_name});
+        let mut child = tokio::process::Command::new(&self.node)
+            .arg("-e")
+            .arg(HELPER)
+            .arg(&self.pm2_dir)
+            .env("PM2_HOME", &home.dir)
+            .current_dir(cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| fail(format!("cannot run node: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.to_string().as_bytes()).await.map_err(|e| fail(format!("writing to node: {e}")))?;
+        }
+        let output = tokio::time::timeout(self.timeout, child.wait_with_output())
+            .await
+            .map_err(|_| fail(format!("node took longer than {} ms", self.timeout.as_millis())))?
+            .map_err(|e| fail(format!("node failed: {e}")))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let line = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("node exited with an error");
+            return Err(fail(line.trim().to_string()));
+        }
+        let payload: Value =
+            serde_json::from_slice(&output.stdout).map_err(|e| fail(format!("helper printed no JSON: {e}")))?;
+        if !payload.is_object() {
+            return Err(fail("helper printed no app".into()));
+        }
+        Ok(ResolvedApp { payload })
+    }
+}
+
+/// `bin/pm2`, `.bin/pm2` (symlink) or the package directory → the package directory.
+fn package_dir(path: &Path) -> Option<PathBuf> {
+    let real = std::fs::canonicalize(path).ok()?;
+    let has_lib = |d: &Path| d.join("lib").join("Common.js").is_file();
+    if real.is_dir() && has_lib(&real) {
+        return Some(real);
+    }
+    // .../pm2/bin/pm2 → .../pm2
+    let dir = real.parent()?.parent()?;
+    has_lib(dir).then(|| dir.to_path_buf())
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
+}

@@ -1,0 +1,407 @@
+//! PM2's RPC over `rpc.sock`: axon REQ/REP framing, request ids, and one typed
+//! constructor per method.
+//!
+//! # Why every method has its own constructor
+//!
+//! A malformed call (wrong argument count or shape) makes a PM2 7 method throw inside
+//! the daemon's domain; the crash handler then runs `pm2 update`, which restarts every
+//! app on the host (pm2-internals.md §0.1). So a [`Call`] can only be built by the
+//! constructors below, each of which sends exactly the arguments PM2 expects; the
+//! unit tests pin the encoded frames.
+//!
+//! # Deadlines
+//!
+//! The protocol has no timeouts and axon retries forever. Every connect and every call
+//! here has a deadline; a connection whose call timed out is poisoned and never reused
+//! (a late reply could otherwise be taken for the next call's).
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::amp::{self, Arg, FrameBuffer};
+use super::error::LiveError;
+use super::home::{Endpoint, Pm2Home};
+
+/// One RPC request, in exactly the shape the daemon expects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    method: &'static str,
+    args: Vec<Value>,
+}
+
+impl Call {
+    /// `ping({})` → `{"msg":"pong"}`. `ping` with no argument crashes the daemon.
+    pub fn ping() -> Self {
+        Self { method: "ping", args: vec![json!({})] }
+    }
+
+    /// `getVersion({})` → `"7.0.4"`.
+    pub fn get_version() -> Self {
+        Self { method: "getVersion", args: vec![json!({})] }
+    }
+
+    /// `getReport({})` → `{pm2_version, env, started_at, ...}`.
+    pub fn get_report() -> Self {
+        Self { method: "getReport", args: vec![json!({})] }
+    }
+
+    /// `getMonitorData({})` → the process list (same as `pm2 jlist`).
+    pub fn get_monitor_data() -> Self {
+        Self { method: "getMonitorData", args: vec![json!({})] }
+    }
+
+    /// `prepare(app)`: registers and starts a resolved app.
+    ///
+    /// Refuses payloads PM2 would crash on: `env` must be an object and `pm_pid_path`
+    /// a string (`God.js:111,205`); `name` must be a non-empty string.
+    pub fn prepare(app: Value) -> Result<Self, LiveError> {
+        let invalid = |reason: &str| LiveError::InvalidCall { method: "prepare", reason: reason.to_string() };
+        let obj = app.as_object().ok_or_else(|| invalid("the app must be a JSON object"))?;
+        if !obj.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
+            return Err(invalid("the app has no name"));
+        }
+        if !obj.get("env").is_some_and(Value::is_object) {
+            return Err(invalid("the app's env must be an object"));
+        }
+        if !obj.get("pm_pid_path").is_some_and(Value::is_string) {
+            return Err(invalid("the app has no pm_pid_path"));
+        }
+        if !obj.get("pm_exec_path").is_some_and(Value::is_string) {
+            return Err(invalid("the app has no pm_exec_path"));
+        }
+        Ok(Self { method: "prepare", args: vec![app] })
+    }
+
+    /// `stopProcessId(id)`.
+    pub fn stop_process_id(pm_id: u64) -> Self {
+        Self { method: "stopProcessId", args: vec![json!(pm_id)] }
+    }
+
+    /// `restartProcessId({id, env})`. A bare id (not an object) is refused by the
+    /// daemon; no argument at all crashes it.
+    pub fn restart_process_id(pm_id: u64, env: Map<String, Value>) -> Self {
+        Self { method: "restartProcessId", args: vec![json!({"id": pm_id, "env": env})] }
+    }
+
+    /// `reloadProcessId({id, env})`: a zero-downtime reload for online cluster apps,
+    /// a restart otherwise.
+    pub fn reload_process_id(pm_id: u64, env: Map<String, Value>) -> Self {
+        Self { method: "reloadProcessId", args: vec![json!({"id": pm_id, "env": env})] }
+    }
+
+    /// `deleteProcessId(id)`: a plain id (`{id}` would stop but keep the entry).
+    pub fn delete_process_id(pm_id: u64) -> Self {
+        Self { method: "deleteProcessId", args: vec![json!(pm_id)] }
+    }
+
+    /// `stopWatch(method, id)`: two arguments. The CLI sends it before stop and delete
+    /// so the file watcher does not bring the app back.
+    pub fn stop_watch(for_method: WatchedAction, pm_id: u64) -> Self {
+        Self { method: "stopWatch", args: vec![json!(for_method.as_str()), json!(pm_id)] }
+    }
+
+    /// `notifyByProcessId({id, action_name, manually: true})`: emits a `process:event`
+    /// on the bus, as the CLI does after restart/stop/delete.
+    pub fn notify_by_process_id(pm_id: u64, action: NotifyAction) -> Self {
+        Self {
+            method: "notifyByProcessId",
+            args: vec![json!({"id": pm_id, "action_name": action.as_str(), "manually": true})],
+        }
+    }
+
+    /// The method name.
+    pub fn method(&self) -> &'static str {
+        self.method
+    }
+
+    /// Encodes the request frame: `[j:{"type":"call","method","args"}, s:<id>]` — exactly
+    /// two args; a third would be taken as the server's reply callback.
+    pub fn frame(&self, request_id: &str) -> Result<Vec<u8>, amp::AmpError> {
+        let body = json!({"type": "call", "method": self.method, "args": self.args});
+        amp::encode(&[Arg::Json(body), Arg::Str(request_id.to_string())])
+    }
+}
+
+/// Which action a `stopWatch` precedes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchedAction {
+    Stop,
+    Delete,
+}
+
+impl WatchedAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            WatchedAction::Stop => "stopProcessId",
+            WatchedAction::Delete => "deleteProcessId",
+        }
+    }
+}
+
+/// The `action_name`s `notifyByProcessId` may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyAction {
+    Restart,
+    Reload,
+    Stop,
+    Delete,
+}
+
+impl NotifyAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            NotifyAction::Restart => "restart",
+            NotifyAction::Reload => "reload",
+            NotifyAction::Stop => "stop",
+            NotifyAction::Delete => "delete",
+        }
+    }
+}
+
+/// A byte stream to the daemon (Unix socket, or TCP when `PM2_DAEMON_RPC_PORT` says so).
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Connects to an endpoint within `timeout`, diagnosing failures against `home`.
+pub(crate) async fn connect_stream(
+    home: &Pm2Home,
+    endpoint: &Endpoint,
+    timeout: Duration,
+) -> Result<Box<dyn Stream>, LiveError> {
+    let path = endpoint.to_string();
+    if !home.dir.is_dir() {
+        return Err(LiveError::HomeMissing { path: home.dir.clone() });
+    }
+    let attempt = async {
+        match endpoint {
+            Endpoint::Unix(p) => tokio::net::UnixStream::connect(p).await.map(|s| Box::new(s) as Box<dyn Stream>),
+            Endpoint::Tcp { host, port } => {
+                tokio::net::TcpStream::connect((host.as_str(), *port)).await.map(|s| Box::new(s) as Box<dyn Stream>)
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Err(_) => Err(LiveError::ConnectTimeout { path, after: timeout }),
+        Ok(Err(err)) => Err(home.diagnose_connect(endpoint, err)),
+        Ok(Ok(stream)) => Ok(stream),
+    }
+}
+
+/// One REQ connection to `rpc.sock`. Calls run one at a time, each within the deadline.
+pub struct RpcConnection {
+    io: Box<dyn Stream>,
+    buf: FrameBuffer,
+    path: String,
+    timeout: Duration,
+    id_prefix: String,
+    next_id: u64,
+    poisoned: bool,
+}
+
+impl std::fmt::Debug for RpcConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcConnection").field("path", &self.path).field("poisoned", &self.poisoned).finish()
+    }
+}
+
+impl RpcConnection {
+    /// Connects to the home's `rpc.sock` (no retries: a down daemon is an error).
+    pub async fn connect(home: &Pm2Home, timeout: Duration) -> Result<Self, LiveError> {
+        let io = connect_stream(home, &home.rpc, timeout).await?;
+        Ok(Self {
+            io,
+            buf: FrameBuffer::default(),
+            path: home.rpc.to_string(),
+            timeout,
+            id_prefix: format!("reconcile-{}", std::process::id()),
+            next_id: 0,
+            poisoned: false,
+        })
+    }
+
+    /// The per-call deadline.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends a call and waits for its reply, within the connection's deadline.
+    /// Returns the reply's `args` (the callback arguments after `err`).
+    pub async fn call(&mut self, call: &Call) -> Result<Vec<Value>, LiveError> {
+        let deadline = self.timeout;
+        self.call_within(call, deadline).await
+    }
+
+    /// [`RpcConnection::call`] with an explicit deadline (stops wait for `kill_timeout`).
+    pub async fn call_within(&mut self, call: &Call, deadline: Duration) -> Result<Vec<Value>, LiveError> {
+        let method = call.method();
+        if self.poisoned {
+            return Err(LiveError::Closed { method, path: self.path.clone() });
+        }
+        self.next_id += 1;
+        let id = format!("{}:{}", self.id_prefix, self.next_id);
+        let frame = call.frame(&id).map_err(|source| LiveError::Frame { path: self.path.clone(), source })?;
+        tracing::debug!(method, id, "rpc call");
+        // Poison first; only a complete exchange clears it.
+        self.poisoned = true;
+        let reply = match tokio::time::timeout(deadline, self.exchange(method, &frame, &id)).await {
+            Err(_) => return Err(LiveError::Timeout { method, path: self.path.clone(), after: deadline }),
+            Ok(reply) => reply?,
+        };
+        self.poisoned = false;
+        parse_reply(method, reply)
+    }
+
+    async fn exchange(&mut self, method: &'static str, frame: &[u8], id: &str) -> Result<Value, LiveError> {
+        let io_err = |path: &str, source| LiveError::Io { method, path: path.to_string(), source };
+        self.io.write_all(frame).await.map_err(|e| io_err(&self.path, e))?;
+        self.io.flush().await.map_err(|e| io_err(&self.path, e))?;
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            while let Some(mut args) =
+                self.buf.next_frame().map_err(|source| LiveError::Frame { path: self.path.clone(), source })?
+            {
+                // REP echoes our id as the last arg, in the encoding we sent.
+                let reply_id = args.pop();
+                let matches = match &reply_id {
+                    Some(Arg::Str(s)) => s == id,
+                    Some(Arg::Json(Value::String(s))) => s == id,
+                    _ => false,
+                };
+                if !matches {
+                    tracing::debug!(?reply_id, "skipping a reply for another request");
+                    continue;
+                }
+                return match args.into_iter().next() {
+                    Some(Arg::Json(v)) => Ok(v),
+                    other => Err(LiveError::BadReply { method, detail: format!("reply body is {other:?}") }),
+                };
+            }
+            let n = self.io.read(&mut chunk).await.map_err(|e| io_err(&self.path, e))?;
+            if n == 0 {
+                return Err(LiveError::Closed { method, path: self.path.clone() });
+            }
+            self.buf.extend(&chunk[..n]);
+        }
+    }
+}
+
+/// `{"args":[...]}` on success, `{"error": ...}` on failure (`pm2-axon-rpc/lib/server.js`).
+fn parse_reply(method: &'static str, reply: Value) -> Result<Vec<Value>, LiveError> {
+    let Value::Object(mut obj) = reply else {
+        return Err(LiveError::BadReply { method, detail: "reply is not an object".into() });
+    };
+    if let Some(err) = obj.get("error") {
+        let message = match err {
+            Value::String(s) => s.clone(),
+            Value::Object(o) => o.get("msg").or_else(|| o.get("message")).and_then(Value::as_str).map_or_else(|| err.to_string(), str::to_string),
+            other => other.to_string(),
+        };
+        return Err(LiveError::Remote { method, message });
+    }
+    match obj.remove("args") {
+        Some(Value::Array(args)) => Ok(args),
+        _ => Err(LiveError::BadReply { method, detail: "reply has neither args nor error".into() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes a request frame back into (call object, id) for the shape checks.
+    fn sent(call: &Call) -> (Value, Arg) {
+        let frame = call.frame("reconcile-1:1").unwrap();
+        let (mut args, used) = amp::decode(&frame).unwrap().unwrap();
+        assert_eq!(used, frame.len());
+        assert_eq!(args.len(), 2, "exactly two args: the call and the id");
+        let id = args.pop().unwrap();
+        let Some(Arg::Json(body)) = args.pop() else { panic!("call object is not json") };
+        (body, id)
+    }
+
+    #[track_caller]
+    fn assert_sends(call: Call, expected_args: Value) {
+        let (body, id) = sent(&call);
+        assert_eq!(id, Arg::Str("reconcile-1:1".into()));
+        assert_eq!(body["type"], "call");
+        assert_eq!(body["method"], call.method());
+        assert_eq!(body["args"], expected_args, "args of {}", call.method());
+        assert_eq!(body.as_object().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn read_methods_send_one_empty_object() {
+        // ping/getVersion/getReport with `args: []` throw in the daemon and crash it.
+        assert_sends(Call::ping(), json!([{}]));
+        assert_sends(Call::get_version(), json!([{}]));
+        assert_sends(Call::get_report(), json!([{}]));
+        assert_sends(Call::get_monitor_data(), json!([{}]));
+    }
+
+    #[test]
+    fn ping_frame_is_byte_exact() {
+        let frame = Call::ping().frame("rust:7").unwrap();
+        let body = br#"j:{"type":"call","method":"ping","args":[{}]}"#;
+        let mut expected = vec![0x12];
+        expected.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        expected.extend_from_slice(body);
+        expected.extend_from_slice(&8u32.to_be_bytes());
+        expected.extend_from_slice(b"s:rust:7");
+        assert_eq!(frame, expected);
+    }
+
+    #[test]
+    fn id_methods_send_a_plain_number() {
+        assert_sends(Call::stop_process_id(4), json!([4]));
+        assert_sends(Call::delete_process_id(4), json!([4]));
+    }
+
+    #[test]
+    fn restart_and_reload_send_id_and_env_object() {
+        let mut env = Map::new();
+        env.insert("FOO".into(), json!("bar"));
+        assert_sends(Call::restart_process_id(2, env.clone()), json!([{"id": 2, "env": {"FOO": "bar"}}]));
+        assert_sends(Call::reload_process_id(2, Map::new()), json!([{"id": 2, "env": {}}]));
+    }
+
+    #[test]
+    fn stop_watch_sends_two_args() {
+        assert_sends(Call::stop_watch(WatchedAction::Stop, 5), json!(["stopProcessId", 5]));
+        assert_sends(Call::stop_watch(WatchedAction::Delete, 5), json!(["deleteProcessId", 5]));
+    }
+
+    #[test]
+    fn notify_sends_id_action_and_manually() {
+        assert_sends(
+            Call::notify_by_process_id(1, NotifyAction::Restart),
+            json!([{"id": 1, "action_name": "restart", "manually": true}]),
+        );
+    }
+
+    #[test]
+    fn prepare_refuses_payloads_that_crash_the_daemon() {
+        let ok = json!({"name": "a", "env": {}, "pm_pid_path": "/p", "pm_exec_path": "/bin/sleep"});
+        assert_sends(Call::prepare(ok.clone()).unwrap(), json!([ok]));
+        for bad in [
+            json!([]),
+            json!({"env": {}, "pm_pid_path": "/p", "pm_exec_path": "/x"}),
+            json!({"name": "a", "pm_pid_path": "/p", "pm_exec_path": "/x"}),
+            json!({"name": "a", "env": "x", "pm_pid_path": "/p", "pm_exec_path": "/x"}),
+            json!({"name": "a", "env": {}, "pm_exec_path": "/x"}),
+        ] {
+            assert!(matches!(Call::prepare(bad), Err(LiveError::InvalidCall { .. })));
+        }
+    }
+
+    #[test]
+    fn replies_parse_success_and_errors() {
+        assert_eq!(parse_reply("ping", json!({"args": [{"msg": "pong"}]})).unwrap(), vec![json!({"msg": "pong"})]);
+        assert_eq!(parse_reply("x", json!({"args": []})).unwrap(), Vec::<Value>::new());
+        let err = parse_reply("stopProcessId", json!({"error": "999 : id unknown", "stack": "..."})).unwrap_err();
+        assert_eq!(err.to_string(), "pm2 `stopProcessId` failed: 999 : id unknown");
+        assert!(matches!(parse_reply("x", json!([1])), Err(LiveError::BadReply { .. })));
+        assert!(matches!(parse_reply("x", json!({})), Err(LiveError::BadReply { .. })));
+    }
+}

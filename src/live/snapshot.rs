@@ -1,0 +1,78 @@
+//! `--live FILE`: `pm2 jlist` output standing in for the daemon, so plans and
+//! `status` run in CI and examples without PM2.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::client::now_ms;
+use super::error::LiveError;
+use super::model::{LiveOrigin, LiveState, normalize_list};
+
+/// Largest snapshot read (a 1,000-app list is about 5 MB).
+pub const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads a `pm2 jlist` file. Text before the JSON array (a warning the CLI printed
+/// on stdout) is skipped.
+pub fn read(path: &Path) -> Result<LiveState, LiveError> {
+    let read_err = |source| LiveError::SnapshotRead { path: path.to_path_buf(), source };
+    let parse_err = |message: String| LiveError::SnapshotParse { path: path.to_path_buf(), message };
+    let len = std::fs::metadata(path).map_err(read_err)?.len();
+    if len > MAX_SNAPSHOT_BYTES {
+        return Err(parse_err(format!("it is {len} bytes; the limit is {MAX_SNAPSHOT_BYTES}")));
+    }
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    let list = parse_list(&text).map_err(parse_err)?;
+    let processes = normalize_list(&list, None).map_err(|e| parse_err(e.to_string()))?;
+    Ok(LiveState {
+        origin: LiveOrigin::Snapshot { path: path.to_path_buf() },
+        daemon: None,
+        read_at_ms: now_ms(),
+        processes,
+    })
+}
+
+/// The JSON array, from the whole text or from the first line that starts one.
+fn parse_list(text: &str) -> Result<Value, String> {
+    let first = serde_json::from_str::<Value>(text);
+    let Err(first_err) = first else { return first.map_err(|e| e.to_string()) };
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if offset > 0 && line.trim_start().starts_with('[') {
+            if let Ok(v) = serde_json::from_str::<Value>(&text[offset..]) {
+                return Ok(v);
+            }
+        }
+        offset += line.len();
+    }
+    Err(first_err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn reads_jlist_output_with_a_leading_warning() {
+        let f = write("[PM2] In-memory PM2 is out-of-date\n[{\"pm_id\":0,\"name\":\"a\",\"pm2_env\":{\"status\":\"online\"}}]");
+        let state = read(f.path()).unwrap();
+        assert_eq!(state.processes.len(), 1);
+    }
+
+    #[test]
+    fn garbage_is_a_clear_error() {
+        for text in ["", "{}", "[1,2", "[{\"name\":\"a\"}]"] {
+            let f = write(text);
+            let err = read(f.path()).unwrap_err().to_string();
+            assert!(err.contains("is not `pm2 jlist` output"), "{err}");
+        }
+        let err = read(Path::new("/nonexistent/jlist.json")).unwrap_err();
+        assert!(err.to_string().starts_with("cannot read live snapshot"));
+    }
+}
