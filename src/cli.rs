@@ -70,6 +70,10 @@ pub enum Command {
     ///
     /// With no FILE, lints the ecosystem files named in reconcile.toml.
     Lint(LintArgs),
+    /// Compare the desired state with the live processes and show the smallest set of changes.
+    ///
+    /// Exit 0: no changes; 2: changes; 1: an error (lint errors, conflicts, daemon faults).
+    Plan(PlanArgs),
     /// Show the live PM2 processes, owned apart from ignored, and warn about crash loops.
     ///
     /// Reads the daemon over its socket ([pm2] home, else $PM2_HOME, else ~/.pm2), or a
@@ -81,6 +85,17 @@ pub enum Command {
 /// `reconcile status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {}
+
+/// `reconcile plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Which env_<name> block to merge (default: [project] env).
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+    /// Save the plan, with what it was planned against, for `reconcile apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
 
 /// `reconcile lint`.
 #[derive(Debug, Args)]

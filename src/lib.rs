@@ -11,8 +11,13 @@ pub mod config;
 pub mod desired;
 pub mod exit_status;
 pub mod live;
+pub mod plan;
+pub mod redact;
 pub mod render;
 pub mod validate;
+
+#[cfg(test)]
+pub mod testing;
 
 use std::io::Write;
 

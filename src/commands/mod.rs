@@ -1,6 +1,7 @@
 //! Glue between the command line and the modules: each command returns an [`ExitStatus`].
 
 mod lint;
+mod plan;
 pub mod status;
 
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub fn execute(cli: &Cli) -> Result<ExitStatus> {
     match &cli.command {
         Command::Lint(args) => lint::run(&cli.global, args),
         Command::Status(args) => status::run(cli, args),
+        Command::Plan(args) => plan::run(&cli.global, args),
     }
 }
 
@@ -62,4 +64,17 @@ fn print(text: &str) -> Result<()> {
     stdout.write_all(text.as_bytes())?;
     stdout.flush()?;
     Ok(())
+}
+
+/// Where live state comes from: `--live FILE`, else the daemon of `[pm2] home`,
+/// `$PM2_HOME` or `~/.pm2` (resolved, never started).
+fn live_source(global: &GlobalArgs, project: Option<&Project>) -> Result<crate::live::LiveSource> {
+    use crate::live::{LiveSource, Pm2Home};
+    if let Some(file) = &global.live {
+        return Ok(LiveSource::Snapshot(file.clone()));
+    }
+    let configured = project.and_then(|p| {
+        p.settings.pm2.home.as_ref().map(|home| if home.is_relative() { p.root.join(home) } else { home.clone() })
+    });
+    Ok(LiveSource::Daemon(Pm2Home::resolve(configured.as_deref())?))
 }

@@ -1,5 +1,6 @@
 //! Everything that formats output for people or machines. No other module prints.
 
 pub mod diagnostics;
+pub mod plan;
 pub mod style;
 pub mod status;

@@ -1,0 +1,135 @@
+//! `reconcile plan`: check, read live state, diff, render. Glue only.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+
+use super::{live_source, load_options, open_project, print, require_format};
+use crate::ExitStatus;
+use crate::cli::{Format, GlobalArgs, PlanArgs};
+use crate::config::{EcosystemFile, Project};
+use crate::desired::{DesiredApp, Host};
+use crate::plan::{self, Conflict, Plan};
+use crate::redact::Redactor;
+use crate::render;
+use crate::render::diagnostics::Summary;
+use crate::validate::{self, Context, Diagnostic, Registry, Severity};
+
+/// Runs `plan`.
+pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitStatus> {
+    require_format("plan", global.format, &[Format::Human, Format::Json, Format::Markdown])?;
+    let project = open_project(global)?.context(
+        "plan needs a reconcile.toml naming the ecosystem files and the namespaces this project owns; create one, or name it with --config",
+    )?;
+    let Some(plan) = make(global, &project, args.env.as_deref())? else {
+        return Ok(ExitStatus::Error);
+    };
+    if let Some(path) = &args.out {
+        write_plan(path, &plan)?;
+    }
+    let text = match global.format {
+        Format::Json => render::plan::json(&plan),
+        Format::Markdown => render::plan::markdown(&plan),
+        _ => render::plan::human(&plan),
+    };
+    print(&text)?;
+    Ok(if plan.has_changes() { ExitStatus::Changes } else { ExitStatus::Success })
+}
+
+/// Everything up to the plan: load and check the desired state (refusing on errors,
+/// which are printed), read live state, diff. `None` when checks or conflicts refused.
+pub fn make(global: &GlobalArgs, project: &Project, env: Option<&str>) -> Result<Option<Plan>> {
+    let Some(desired) = desired_state(global, project, env)? else {
+        return Ok(None);
+    };
+    let source = live_source(global, Some(project))?;
+    let live = crate::live::read(&source, Duration::from_millis(project.settings.pm2.timeout_ms))?;
+    let settings = &project.settings;
+    let redactor = Redactor::new(&settings.secrets.patterns);
+    match plan::diff(&desired, &live, &settings.project.namespaces, &settings.safety, &redactor) {
+        Ok(mut plan) => {
+            plan.project.clone_from(&settings.project.name);
+            Ok(Some(plan))
+        }
+        Err(conflicts) => {
+            let registry = Registry::load(&settings.policies, &project.root)?;
+            let findings: Vec<Diagnostic> = conflicts.iter().filter_map(|c| conflict_finding(&registry, c)).collect();
+            let summary = Summary::new(project.ecosystem_paths().len(), desired.len(), &findings);
+            report(&findings, &[], summary)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Loads the project's ecosystem files, runs every check, and normalizes the apps.
+/// Prints the findings (to stderr) and returns `None` while any error stands.
+pub fn desired_state(global: &GlobalArgs, project: &Project, env: Option<&str>) -> Result<Option<Vec<DesiredApp>>> {
+    let settings = &project.settings;
+    let registry = Registry::load(&settings.policies, &project.root)?;
+    let files = project.ecosystem_paths();
+    if files.is_empty() {
+        anyhow::bail!("{}: [project] ecosystem names no files", project.path.display());
+    }
+    if settings.project.namespaces.is_empty() {
+        anyhow::bail!("{}: [project] namespaces is empty; list the PM2 namespaces this project owns", project.path.display());
+    }
+    let options = load_options(global, Some(project));
+    let mut loaded = Vec::new();
+    let mut findings = Vec::new();
+    for path in &files {
+        match EcosystemFile::load(path, &options) {
+            Ok(file) => loaded.push(file),
+            Err(error) => findings.push(validate::load_error(&registry, &error)),
+        }
+    }
+    let env = env.or(settings.project.env.as_deref());
+    let ctx = Context { registry: &registry, env, owned: Some(&settings.project.namespaces) };
+    let (found, checked) = validate::run(&loaded, ctx);
+    findings.extend(checked);
+    let sources: Vec<_> = loaded.iter().map(|f| &f.source).collect();
+    let summary = Summary::new(files.len(), found.iter().map(|f| f.apps.len()).sum(), &findings);
+    report(&findings, &sources, summary)?;
+    if findings.iter().any(|d| d.severity == Severity::Error) {
+        return Ok(None);
+    }
+    let host = Host::current();
+    let mut desired = Vec::new();
+    for entry in &found {
+        let path = entry.file.source.path();
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = std::path::absolute(parent)
+            .with_context(|| format!("resolving the directory of {}", path.display()))?;
+        for app in &entry.apps {
+            let line = entry.file.map.locate(&app.pointer_of("name")).map_or(0, |l| l.line);
+            desired.push(DesiredApp::build(app, path, line, &dir, &host));
+        }
+    }
+    Ok(Some(desired))
+}
+
+/// Findings go to stderr, so that stdout stays the plan.
+fn report(findings: &[Diagnostic], sources: &[&crate::config::SourceFile], summary: Summary) -> Result<()> {
+    if findings.is_empty() {
+        return Ok(());
+    }
+    use std::io::Write;
+    let text = render::diagnostics::human(findings, sources, summary);
+    let mut stderr = anstream::stderr().lock();
+    stderr.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn conflict_finding(registry: &Registry, conflict: &Conflict) -> Option<Diagnostic> {
+    let at = (conflict.line > 0).then_some(crate::config::Location { line: conflict.line, column: 1 });
+    let mut finding =
+        validate::make(registry, conflict.rule, &conflict.file, at, conflict.message.clone(), Some(conflict.help.clone()), Some(conflict.app.clone()))?;
+    // Conflicts protect processes that are not ours: they are always errors.
+    finding.severity = Severity::Error;
+    Some(finding)
+}
+
+fn write_plan(path: &Path, plan: &Plan) -> Result<()> {
+    let text = render::plan::json(plan);
+    std::fs::write(path, text).with_context(|| format!("cannot write the plan to {}", path.display()))
+}

@@ -1,0 +1,348 @@
+//! A desired app normalized to what the PM2 daemon would report for it once started
+//! (`pm_exec_path`, `pm_cwd`, `exec_interpreter`, `exec_mode`, ...), so that it can be
+//! compared field by field with a live process, plus a hash of that spec that
+//! `apply` stamps on every process it starts.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::app::AppView;
+use crate::live::ExecMode;
+
+/// Options that restart/reload can change in place (pm2-internals.md §4), compared
+/// when the desired state sets them.
+pub const UPDATE_OPTIONS: &[&str] = &[
+    "min_uptime",
+    "max_restarts",
+    "restart_delay",
+    "exp_backoff_restart_delay",
+    "kill_timeout",
+    "max_memory_restart",
+    "autorestart",
+    "cron_restart",
+    "wait_ready",
+    "listen_timeout",
+    "watch",
+    "ignore_watch",
+    "instance_var",
+    "merge_logs",
+    "source_map_support",
+    "stop_exit_codes",
+    "treekill",
+    "vizion",
+];
+
+/// Interpreters PM2 picks by extension (`lib/API/interpreter.json`).
+const INTERPRETERS: &[(&str, &str)] = &[
+    ("sh", "bash"),
+    ("py", "python"),
+    ("rb", "ruby"),
+    ("php", "php"),
+    ("pl", "perl"),
+    ("js", "node"),
+    ("ts", "bun"),
+    ("tsx", "bun"),
+];
+
+/// One desired app, normalized.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DesiredApp {
+    pub name: String,
+    pub namespace: String,
+    /// Absolute, as `pm_exec_path`.
+    pub script: PathBuf,
+    /// Absolute, as `pm_cwd`: the app's `cwd` resolved against the ecosystem file's
+    /// directory, or that directory (PM2 would use the shell's; `reconcile` is explicit).
+    pub cwd: PathBuf,
+    pub args: Vec<String>,
+    pub node_args: Vec<String>,
+    /// `exec_interpreter` when it can be known without running PM2 (explicit, or by
+    /// extension); `None` when PM2 decides at start (binary sniffing, node's path).
+    pub interpreter: Option<String>,
+    pub exec_mode: ExecMode,
+    /// How many processes: `instances` resolved against the CPU count.
+    pub instances: u64,
+    /// Merged env (`env` + `env_<name>`), values as the app will see them.
+    pub env: BTreeMap<String, String>,
+    /// Log and pid paths when the file sets them, absolute.
+    pub out_file: Option<PathBuf>,
+    pub error_file: Option<PathBuf>,
+    pub log_file: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    /// [`UPDATE_OPTIONS`] the file sets, coerced.
+    pub options: BTreeMap<String, Value>,
+    /// The app as written, with canonical keys and merged env: what `apply` starts.
+    #[serde(skip)]
+    pub spec: Value,
+    /// Where it is defined.
+    pub file: PathBuf,
+    pub line: usize,
+    /// sha256 of the normalized spec, hex (first 16 bytes).
+    pub hash: String,
+}
+
+/// The facts about the host that normalization needs.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// CPU count, for `instances: max` / 0 / negative.
+    pub cpus: u64,
+    /// `$PATH` lookups of bare commands (`sleep` → `/usr/bin/sleep`), as PM2 does.
+    pub path: Option<std::ffi::OsString>,
+}
+
+impl Host {
+    /// This machine.
+    pub fn current() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        Self { cpus, path: std::env::var_os("PATH") }
+    }
+}
+
+impl DesiredApp {
+    /// Normalizes one app of a file in `base_dir` (the ecosystem file's directory).
+    pub fn build(view: &AppView, file: &Path, line: usize, base_dir: &Path, host: &Host) -> Self {
+        let fields = &view.fields;
+        let text = |key: &str| fields.get(key).and_then(Value::as_str).map(str::to_string);
+        let name = view.name().unwrap_or_else(|| format!("app-{}", view.index));
+        let namespace = view.namespace();
+        let cwd = normalize(&match text("cwd") {
+            Some(cwd) => base_dir.join(expand_home(&cwd)),
+            None => base_dir.to_path_buf(),
+        });
+        let mut args = string_list(fields.get("args"));
+        let raw_script = text("script").unwrap_or_default();
+        let script = if raw_script.contains(' ') && !cwd.join(&raw_script).exists() {
+            // PM2 runs a command line through `bash -c` (Common.verifyConfs).
+            let mut with_command = vec!["-c".to_string(), raw_script.clone()];
+            with_command.append(&mut args);
+            args = with_command;
+            lookup("bash", host).unwrap_or_else(|| PathBuf::from("/usr/bin/bash"))
+        } else {
+            resolve_script(&raw_script, &cwd, host)
+        };
+        let extension = script.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let interpreter = text("exec_interpreter").or_else(|| {
+            INTERPRETERS.iter().find(|(ext, _)| *ext == extension).map(|(_, i)| (*i).to_string())
+        });
+        let instances_set = fields.get("instances").and_then(Value::as_i64);
+        let exec_mode = match text("exec_mode").as_deref() {
+            Some("cluster" | "cluster_mode") => ExecMode::Cluster,
+            Some(_) => ExecMode::Fork,
+            None => {
+                let node_like = interpreter.as_deref().is_none_or(|i| {
+                    let base = i.rsplit('/').next().unwrap_or(i);
+                    base.ends_with("node") || base.ends_with("bun")
+                });
+                if instances_set.is_some() && node_like { ExecMode::Cluster } else { ExecMode::Fork }
+            }
+        };
+        let instances = match instances_set {
+            None => 1,
+            Some(0) => host.cpus,
+            Some(n) if n < 0 => host.cpus.saturating_sub(n.unsigned_abs()).max(1),
+            Some(n) => n.unsigned_abs(),
+        };
+        let mut env: BTreeMap<String, String> = fields
+            .get("env")
+            .and_then(Value::as_object)
+            .map(|m| m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), env_value(v))).collect())
+            .unwrap_or_default();
+        if interpreter.as_deref().is_some_and(|i| i.contains("python")) {
+            env.entry("PYTHONUNBUFFERED".into()).or_insert_with(|| "1".into());
+        }
+        if let Some(port) = fields.get("port") {
+            env.insert("PORT".into(), env_value(port));
+        }
+        let path_of = |key: &str| text(key).map(|p| if p == "NULL" { PathBuf::from("/dev/null") } else { normalize(&cwd.join(expand_home(&p))) });
+        let options: BTreeMap<String, Value> =
+            UPDATE_OPTIONS.iter().filter_map(|k| fields.get(*k).map(|v| ((*k).to_string(), v.clone()))).collect();
+        let (out_file, error_file, log_file, pid_file) =
+            (path_of("out_file"), path_of("error_file"), path_of("log_file"), path_of("pid_file"));
+        let mut app = Self {
+            name,
+            namespace,
+            script,
+            cwd,
+            args,
+            node_args: string_list(fields.get("node_args")),
+            interpreter,
+            exec_mode,
+            instances,
+            env,
+            out_file,
+            error_file,
+            log_file,
+            pid_file,
+            options,
+            spec: fields.clone(),
+            file: file.to_path_buf(),
+            line,
+            hash: String::new(),
+        };
+        app.hash = app.compute_hash();
+        app
+    }
+
+    /// The hash of everything that defines the app (not where it is written).
+    fn compute_hash(&self) -> String {
+        let canonical = serde_json::json!({
+            "name": self.name, "namespace": self.namespace, "script": self.script, "cwd": self.cwd,
+            "args": self.args, "node_args": self.node_args, "interpreter": self.interpreter,
+            "exec_mode": self.exec_mode.as_str(), "instances": self.instances, "env": self.env,
+            "out_file": self.out_file, "error_file": self.error_file, "log_file": self.log_file,
+            "pid_file": self.pid_file, "options": self.options,
+        });
+        let digest = Sha256::digest(canonical.to_string().as_bytes());
+        digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// An env value as the process sees it: strings as they are, everything else as JSON
+/// (PM2 JSON-stringifies objects; numbers and booleans become their text).
+pub fn env_value(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `args`/`node_args`: a list, or a string split with shell-like quoting as PM2 does.
+pub fn string_list(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Array(items)) => items.iter().map(env_value).collect(),
+        Some(Value::String(s)) => split_args(s),
+        _ => Vec::new(),
+    }
+}
+
+/// PM2's split of a string into arguments (`Config._valid`): whitespace-separated,
+/// with `"…"` and `'…'` kept whole and their quotes removed.
+pub fn split_args(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut quote: Option<char> = None;
+    let mut started = false;
+    for c in text.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => current.push(c),
+            None if c == '"' || c == '\'' => {
+                quote = Some(c);
+                started = true;
+            }
+            None if c.is_whitespace() => {
+                if started && !current.trim().is_empty() {
+                    out.push(std::mem::take(&mut current));
+                }
+                current.clear();
+                started = false;
+            }
+            None => {
+                current.push(c);
+                started = true;
+            }
+        }
+    }
+    if started && !current.trim().is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+fn resolve_script(script: &str, cwd: &Path, host: &Host) -> PathBuf {
+    let candidate = normalize(&cwd.join(expand_home(script)));
+    if candidate.exists() || script.contains('/') {
+        return candidate;
+    }
+    lookup(script, host).unwrap_or(candidate)
+}
+
+fn lookup(command: &str, host: &Host) -> Option<PathBuf> {
+    let path = host.path.as_ref()?;
+    std::env::split_paths(path).map(|dir| dir.join(command)).find(|p| p.is_file())
+}
+
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+/// `a/./b/../c` → `a/c`, without touching the file system (like `path.resolve`).
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::desired::extract_apps;
+
+    fn host() -> Host {
+        Host { cpus: 4, path: Some("/usr/bin:/bin".into()) }
+    }
+
+    fn build(app: Value) -> DesiredApp {
+        let views = extract_apps(&json!([app]), Some("production")).unwrap();
+        DesiredApp::build(&views[0], Path::new("/srv/eco.json"), 1, Path::new("/srv/app"), &host())
+    }
+
+    #[test]
+    fn paths_mode_and_instances_follow_pm2() {
+        let app = build(json!({"name": "a", "script": "./dist/server.js", "instances": 1, "args": "--a 1 --b 'x y'"}));
+        assert_eq!(app.script, PathBuf::from("/srv/app/dist/server.js"));
+        assert_eq!(app.cwd, PathBuf::from("/srv/app"));
+        assert_eq!(app.exec_mode, ExecMode::Cluster, "instances set + node = cluster (incident 003)");
+        assert_eq!(app.interpreter.as_deref(), Some("node"));
+        assert_eq!(app.args, ["--a", "1", "--b", "x y"]);
+        let app = build(json!({"name": "a", "script": "sleep", "interpreter": "none", "instances": "max", "cwd": "../x"}));
+        assert_eq!(app.script, PathBuf::from("/usr/bin/sleep"));
+        assert_eq!(app.cwd, PathBuf::from("/srv/x"));
+        assert_eq!(app.exec_mode, ExecMode::Fork);
+        assert_eq!(app.instances, 4);
+    }
+
+    #[test]
+    fn env_is_merged_and_stringified() {
+        let app = build(json!({"name": "a", "script": "a.py", "env": {"PORT": 80, "A": "x"}, "env_production": {"A": "y"}}));
+        assert_eq!(app.env["PORT"], "80");
+        assert_eq!(app.env["A"], "y");
+        assert_eq!(app.env["PYTHONUNBUFFERED"], "1");
+    }
+
+    #[test]
+    fn the_hash_changes_with_the_spec_only() {
+        let a = build(json!({"name": "a", "script": "a.js", "env": {"A": "1"}}));
+        let b = build(json!({"script": "a.js", "name": "a", "env": {"A": "1"}}));
+        let c = build(json!({"name": "a", "script": "a.js", "env": {"A": "2"}}));
+        assert_eq!(a.hash, b.hash);
+        assert_ne!(a.hash, c.hash);
+        assert_eq!(a.hash.len(), 32);
+    }
+
+    #[test]
+    fn command_lines_run_through_bash() {
+        let app = build(json!({"name": "a", "script": "npm run start"}));
+        assert_eq!(app.script.file_name().unwrap(), "bash");
+        assert_eq!(app.args, ["-c", "npm run start"]);
+    }
+}

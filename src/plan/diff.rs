@@ -1,0 +1,497 @@
+//! `plan::diff`: desired apps against the live list, scoped to the owned namespaces.
+//! Pure: no I/O, no clock, no printing.
+//!
+//! Which attributes change in place and which force a replace follows the
+//! experiments in pm2-internals.md §4 (PM2 7.0.4): restart with `current_conf`
+//! applies env additions, args, node_args, interpreter and the restart options; it
+//! cannot remove an env var (the old top-level copy stays in the child's env), and
+//! the CLI path ignores script, cwd, log paths and exec_mode, so those — and a change
+//! of namespace — are delete + start. `instances` is never applied by a restart: it
+//! is a scale. `tests/cli/plan_live.rs` re-checks each class on a real daemon.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::model::{Action, AttributeChange, Basis, Change, Guard, Ignored, Plan, Reason, Summary};
+use crate::config::project::SafetySection;
+use crate::desired::DesiredApp;
+use crate::desired::spec::env_value;
+use crate::live::{LiveOrigin, LiveProcess, LiveState, ProcessStatus};
+use crate::redact::{self, Redactor};
+
+/// A desired app that must not be planned: a start would touch a process that is not ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// `live-name-conflict` or `owned-namespace`.
+    pub rule: &'static str,
+    pub app: String,
+    pub file: PathBuf,
+    pub line: usize,
+    pub message: String,
+    pub help: String,
+}
+
+/// Plans `desired` against `live` for the owned `namespaces`.
+pub fn diff(
+    desired: &[DesiredApp],
+    live: &LiveState,
+    namespaces: &[String],
+    safety: &SafetySection,
+    redactor: &Redactor,
+) -> Result<Plan, Vec<Conflict>> {
+    let owned = |ns: &str| namespaces.iter().any(|n| n == ns);
+    let mut conflicts = Vec::new();
+    let mut changes = Vec::new();
+    let desired_names: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
+
+    for app in desired {
+        if !owned(&app.namespace) {
+            conflicts.push(Conflict {
+                rule: "owned-namespace",
+                app: app.name.clone(),
+                file: app.file.clone(),
+                line: app.line,
+                message: format!("`{}` is in namespace `{}`, which this project does not own", app.name, app.namespace),
+                help: format!("set the app's namespace to one of: {}; or add `{}` to [project] namespaces", namespaces.join(", "), app.namespace),
+            });
+            continue;
+        }
+        let group: Vec<&LiveProcess> = live.by_name(&app.name).filter(|p| owned(&p.namespace)).collect();
+        if group.is_empty() {
+            if let Some(other) = live.by_name(&app.name).next() {
+                conflicts.push(Conflict {
+                    rule: "live-name-conflict",
+                    app: app.name.clone(),
+                    file: app.file.clone(),
+                    line: app.line,
+                    message: format!(
+                        "`{}` is already live as pm_id {} in namespace `{}`, which this project does not own; PM2 names are global, so starting it would restart and take over that process",
+                        app.name, other.pm_id, other.namespace
+                    ),
+                    help: "rename the app, or remove the other process by hand if it is really this project's".into(),
+                });
+                continue;
+            }
+            changes.push(Change {
+                name: app.name.clone(),
+                namespace: app.namespace.clone(),
+                action: Action::Create,
+                attributes: created_attributes(app, redactor),
+                reason: Some(Reason::NotLive),
+                pm_ids: Vec::new(),
+                spec_hash: Some(app.hash.clone()),
+            });
+            continue;
+        }
+        changes.push(compare(app, &group, redactor));
+    }
+    if !conflicts.is_empty() {
+        return Err(conflicts);
+    }
+
+    let mut unmanaged = Vec::new();
+    let mut not_desired: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+    for process in live.processes.iter().filter(|p| owned(&p.namespace) && !desired_names.contains(p.name.as_str())) {
+        not_desired.entry((process.namespace.clone(), process.name.clone())).or_default().push(process.pm_id);
+    }
+    for ((namespace, name), pm_ids) in not_desired {
+        if safety.prune {
+            changes.push(Change {
+                name,
+                namespace,
+                action: Action::Delete,
+                attributes: Vec::new(),
+                reason: Some(Reason::NotDesired),
+                pm_ids,
+                spec_hash: None,
+            });
+        } else {
+            unmanaged.extend(pm_ids.into_iter().map(|pm_id| Ignored { name: name.clone(), namespace: namespace.clone(), pm_id }));
+        }
+    }
+    changes.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+
+    let ignored: Vec<Ignored> = live
+        .processes
+        .iter()
+        .filter(|p| !owned(&p.namespace))
+        .map(|p| Ignored { name: p.name.clone(), namespace: p.namespace.clone(), pm_id: p.pm_id })
+        .collect();
+    let summary = summarize(&changes);
+    let live_owned_apps: BTreeSet<(&str, &str)> =
+        live.processes.iter().filter(|p| owned(&p.namespace)).map(|p| (p.namespace.as_str(), p.name.as_str())).collect();
+    let guard = guard(&changes, live_owned_apps.len(), safety);
+    let basis = Basis {
+        desired_hash: desired_hash(desired),
+        live_fingerprint: live_fingerprint(live, &owned),
+        live_source: match live.origin {
+            LiveOrigin::Daemon { .. } => "daemon".into(),
+            LiveOrigin::Snapshot { .. } => "snapshot".into(),
+        },
+        git_commit: None,
+        git_dirty: None,
+    };
+    Ok(Plan {
+        version: 1,
+        project: None,
+        namespaces: namespaces.to_vec(),
+        changes,
+        ignored,
+        unmanaged,
+        summary,
+        guard,
+        basis,
+    })
+}
+
+/// Compares one desired app with its live processes (same name, owned namespaces).
+fn compare(app: &DesiredApp, group: &[&LiveProcess], redactor: &Redactor) -> Change {
+    let first = group[0];
+    let mut attributes = Vec::new();
+    let mut push = |path: &str, before: Value, after: Value, forces: bool| {
+        if before != after {
+            attributes.push(AttributeChange { path: path.to_string(), before, after, forces_replacement: forces });
+        }
+    };
+    push("namespace", json!(first.namespace), json!(app.namespace), true);
+    push("script", path_value(first.script.as_deref()), json!(app.script), true);
+    push("cwd", path_value(first.cwd.as_deref()), json!(app.cwd), true);
+    push("exec_mode", json!(first.exec_mode.as_str()), json!(app.exec_mode.as_str()), true);
+    for (key, wanted, live_path) in [
+        ("out_file", &app.out_file, &first.out_file),
+        ("error_file", &app.error_file, &first.error_file),
+        ("log_file", &app.log_file, &first.log_file),
+        ("pid_file", &app.pid_file, &first.pid_file),
+    ] {
+        if let Some(wanted) = wanted {
+            if !same_log_path(live_path.as_deref(), wanted, first.pm_id) {
+                push(key, path_value(live_path.as_deref()), json!(wanted), true);
+            }
+        }
+    }
+    if let Some(interpreter) = &app.interpreter {
+        push("interpreter", json!(first.interpreter), json!(interpreter), false);
+    }
+    push("args", json!(first.args), json!(app.args), false);
+    push("node_args", json!(first.node_args), json!(app.node_args), false);
+    for (key, wanted) in &app.options {
+        let live_value = first.options.get(key).cloned().unwrap_or(Value::Null);
+        if !same_option(&live_value, wanted) {
+            push(key, live_value, wanted.clone(), false);
+        }
+    }
+    let live_env: BTreeMap<&String, String> = first.env_set.iter().map(|(k, v)| (k, env_value(v))).collect();
+    for (key, wanted) in &app.env {
+        let before = live_env.get(key);
+        if before != Some(wanted) {
+            let path = format!("env.{key}");
+            if redactor.is_secret(key) {
+                let before = if before.is_some() { json!(redact::HIDDEN) } else { Value::Null };
+                push(&path, before, json!(redact::CHANGED), false);
+            } else {
+                push(&path, before.map_or(Value::Null, |b| json!(b)), json!(wanted), false);
+            }
+        }
+    }
+    for (key, value) in &live_env {
+        if !app.env.contains_key(*key) {
+            // An env var cannot be removed in place (pm2-internals.md §0.4).
+            let before = if redactor.is_secret(key) { json!(redact::HIDDEN) } else { json!(value) };
+            push(&format!("env.{key}"), before, Value::Null, true);
+        }
+    }
+    let count = group.len() as u64;
+    let scaled = count != app.instances;
+    if scaled {
+        push("instances", json!(count), json!(app.instances), false);
+    }
+    let forces = attributes.iter().any(|a| a.forces_replacement);
+    let updates = attributes.iter().any(|a| a.path != "instances");
+    let (action, reason) = if forces {
+        (Action::Replace, Reason::AttributesChanged)
+    } else if updates {
+        (Action::Update, Reason::AttributesChanged)
+    } else if scaled {
+        (Action::Scale, Reason::AttributesChanged)
+    } else if first.spec_hash.as_deref().is_some_and(|h| h != app.hash) {
+        attributes.push(AttributeChange {
+            path: "spec_hash".into(),
+            before: json!(first.spec_hash),
+            after: json!(app.hash),
+            forces_replacement: false,
+        });
+        (Action::Update, Reason::SpecHashChanged)
+    } else if let Some(down) = group.iter().find(|p| !matches!(p.status, ProcessStatus::Online | ProcessStatus::Launching)) {
+        attributes.push(AttributeChange {
+            path: "status".into(),
+            before: json!(down.status.as_str()),
+            after: json!("online"),
+            forces_replacement: false,
+        });
+        (Action::Update, Reason::NotRunning)
+    } else {
+        (Action::Noop, Reason::AttributesChanged)
+    };
+    Change {
+        name: app.name.clone(),
+        namespace: app.namespace.clone(),
+        action,
+        attributes,
+        reason: (action != Action::Noop).then_some(reason),
+        pm_ids: group.iter().map(|p| p.pm_id).collect(),
+        spec_hash: Some(app.hash.clone()),
+    }
+}
+
+/// What a `create` will set: the attributes worth reading in review.
+fn created_attributes(app: &DesiredApp, redactor: &Redactor) -> Vec<AttributeChange> {
+    let mut out = vec![
+        ("script", json!(app.script)),
+        ("cwd", json!(app.cwd)),
+        ("exec_mode", json!(app.exec_mode.as_str())),
+        ("instances", json!(app.instances)),
+    ];
+    if !app.args.is_empty() {
+        out.push(("args", json!(app.args)));
+    }
+    let mut attributes: Vec<AttributeChange> = out
+        .into_iter()
+        .map(|(path, after)| AttributeChange { path: path.into(), before: Value::Null, after, forces_replacement: false })
+        .collect();
+    for (key, value) in &app.env {
+        let after = if redactor.is_secret(key) { json!(redact::HIDDEN) } else { json!(value) };
+        attributes.push(AttributeChange { path: format!("env.{key}"), before: Value::Null, after, forces_replacement: false });
+    }
+    attributes
+}
+
+fn path_value(path: Option<&Path>) -> Value {
+    path.map_or(Value::Null, |p| json!(p))
+}
+
+/// PM2 adds `-<pm_id>` to log paths of multi-instance apps (unless `merge_logs`) and
+/// always to the pid path.
+fn same_log_path(live: Option<&Path>, wanted: &Path, pm_id: u64) -> bool {
+    let Some(live) = live else { return false };
+    if live == wanted {
+        return true;
+    }
+    let stem = wanted.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    let with_id = match wanted.extension().and_then(|e| e.to_str()) {
+        Some(ext) => format!("{stem}-{pm_id}.{ext}"),
+        None => format!("{stem}-{pm_id}"),
+    };
+    live == wanted.with_file_name(with_id)
+}
+
+/// Options compare as numbers when both are numeric (PM2 may store `"5000"`).
+fn same_option(live: &Value, wanted: &Value) -> bool {
+    let number = |v: &Value| match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    match (number(live), number(wanted)) {
+        (Some(a), Some(b)) => (a - b).abs() < f64::EPSILON,
+        _ => live == wanted,
+    }
+}
+
+fn summarize(changes: &[Change]) -> Summary {
+    let mut summary = Summary::default();
+    for change in changes {
+        match change.action {
+            Action::Create => summary.create += 1,
+            Action::Update => summary.update += 1,
+            Action::Replace => summary.replace += 1,
+            Action::Scale => summary.scale += 1,
+            Action::Delete => summary.delete += 1,
+            Action::Noop => summary.noop += 1,
+        }
+    }
+    summary
+}
+
+/// The blast-radius guard: too many deletes, or too large a share of the live owned
+/// apps disrupted at once (restart, replace, scale, delete). Creates disrupt nothing.
+fn guard(changes: &[Change], live_owned_apps: usize, safety: &SafetySection) -> Guard {
+    let deletes = changes.iter().filter(|c| c.action == Action::Delete).count();
+    let disrupted =
+        changes.iter().filter(|c| matches!(c.action, Action::Update | Action::Replace | Action::Scale | Action::Delete)).count();
+    #[allow(clippy::cast_precision_loss)]
+    let changed_fraction = if live_owned_apps == 0 { 0.0 } else { disrupted as f64 / live_owned_apps as f64 };
+    let mut violations = Vec::new();
+    if deletes > safety.max_deletes {
+        violations.push(format!("the plan deletes {deletes} apps; [safety] max_deletes is {}", safety.max_deletes));
+    }
+    if disrupted >= 2 && changed_fraction > safety.max_changed_fraction {
+        violations.push(format!(
+            "the plan disrupts {disrupted} of {live_owned_apps} live apps ({:.0}%); [safety] max_changed_fraction is {:.0}%",
+            changed_fraction * 100.0,
+            safety.max_changed_fraction * 100.0
+        ));
+    }
+    Guard {
+        deletes,
+        max_deletes: safety.max_deletes,
+        changed_fraction,
+        max_changed_fraction: safety.max_changed_fraction,
+        violations,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// One hash for the whole desired state.
+pub fn desired_hash(desired: &[DesiredApp]) -> String {
+    let mut pairs: Vec<(&str, &str)> = desired.iter().map(|d| (d.name.as_str(), d.hash.as_str())).collect();
+    pairs.sort_unstable();
+    hex(&Sha256::digest(json!(pairs).to_string().as_bytes()))
+}
+
+/// A fingerprint of what the plan depends on in the live list: every owned process's
+/// identity, pid, status, restarts and stamp, and the names of the others.
+pub fn live_fingerprint(live: &LiveState, owned: &dyn Fn(&str) -> bool) -> String {
+    let entries: Vec<Value> = live
+        .processes
+        .iter()
+        .map(|p| {
+            if owned(&p.namespace) {
+                json!([p.pm_id, p.name, p.namespace, p.pid, p.status.as_str(), p.restarts, p.spec_hash])
+            } else {
+                json!([p.pm_id, p.name, p.namespace])
+            }
+        })
+        .collect();
+    hex(&Sha256::digest(Value::Array(entries).to_string().as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::{desired, foreign, live, live_of};
+
+    fn owned() -> Vec<String> {
+        vec!["web".into()]
+    }
+
+    fn plan(desired: &[DesiredApp], live: &LiveState) -> Plan {
+        diff(desired, live, &owned(), &SafetySection::default(), &Redactor::new(&["*TOKEN*".into()])).unwrap()
+    }
+
+    fn api(extra: Value) -> Value {
+        let mut app = json!({"name": "api", "namespace": "web", "script": "server.js", "exec_mode": "fork",
+            "env": {"PORT": 3000}, "min_uptime": 5000});
+        for (k, v) in extra.as_object().unwrap() {
+            app[k] = v.clone();
+        }
+        app
+    }
+
+    fn action(plan: &Plan, name: &str) -> Action {
+        plan.changes.iter().find(|c| c.name == name).unwrap().action
+    }
+
+    #[test]
+    fn each_action_kind() {
+        let before = desired(json!([api(json!({}))]));
+        let running = live(vec![live_of(&before[0], 0)]);
+        // noop: started from its own spec.
+        assert_eq!(action(&plan(&before, &running), "api"), Action::Noop);
+        // create: not live.
+        assert_eq!(action(&plan(&before, &live(vec![])), "api"), Action::Create);
+        // update: env changed in place.
+        let changed = desired(json!([api(json!({"env": {"PORT": 3001}}))]));
+        let p = plan(&changed, &running);
+        assert_eq!(action(&p, "api"), Action::Update);
+        assert_eq!(p.changes[0].attributes[0].path, "env.PORT");
+        // replace: script forces it, and the attribute says so.
+        let moved = desired(json!([api(json!({"script": "other.js"}))]));
+        let p = plan(&moved, &running);
+        assert_eq!(action(&p, "api"), Action::Replace);
+        assert!(p.changes[0].attributes.iter().any(|a| a.path == "script" && a.forces_replacement));
+        // scale: instances only.
+        let scaled = desired(json!([api(json!({"instances": 3}))]));
+        let mut three = vec![live_of(&scaled[0], 0)];
+        three[0].spec_hash = None;
+        assert_eq!(action(&plan(&scaled, &live(three)), "api"), Action::Scale);
+        // delete: only with prune.
+        let extra = live(vec![live_of(&before[0], 0), foreign("old-job", "web", 1)]);
+        let p = plan(&before, &extra);
+        assert!(p.changes.iter().all(|c| c.name != "old-job"));
+        assert_eq!(p.unmanaged.len(), 1);
+        let pruning = SafetySection { prune: true, ..SafetySection::default() };
+        let p = diff(&before, &extra, &owned(), &pruning, &Redactor::new(&[])).unwrap();
+        assert_eq!(action(&p, "old-job"), Action::Delete);
+        assert_eq!(p.changes.iter().find(|c| c.name == "old-job").unwrap().pm_ids, [1]);
+    }
+
+    #[test]
+    fn env_removal_forces_a_replace_and_stopped_apps_are_restarted() {
+        let app = desired(json!([api(json!({}))]));
+        let mut process = live_of(&app[0], 0);
+        process.env_set.insert("OLD".into(), json!("1"));
+        assert_eq!(action(&plan(&app, &live(vec![process])), "api"), Action::Replace);
+        let mut stopped = live_of(&app[0], 0);
+        stopped.status = crate::live::ProcessStatus::Stopped;
+        let p = plan(&app, &live(vec![stopped]));
+        assert_eq!(action(&p, "api"), Action::Update);
+        assert_eq!(p.changes[0].reason, Some(Reason::NotRunning));
+    }
+
+    #[test]
+    fn a_changed_stamp_is_an_update_even_when_fields_match() {
+        let app = desired(json!([api(json!({}))]));
+        let mut process = live_of(&app[0], 0);
+        process.spec_hash = Some("0000".into());
+        let p = plan(&app, &live(vec![process]));
+        assert_eq!(action(&p, "api"), Action::Update);
+        assert_eq!(p.changes[0].reason, Some(Reason::SpecHashChanged));
+    }
+
+    #[test]
+    fn foreign_processes_are_ignored_and_a_same_name_elsewhere_is_a_conflict() {
+        let app = desired(json!([api(json!({}))]));
+        let state = live(vec![foreign("stock-alert", "stock-alert", 0), foreign("api", "stock-alert", 1)]);
+        let conflicts = diff(&app, &state, &owned(), &SafetySection::default(), &Redactor::new(&[])).unwrap_err();
+        assert_eq!(conflicts[0].rule, "live-name-conflict");
+        assert!(conflicts[0].message.contains("pm_id 1 in namespace `stock-alert`"));
+        let state = live(vec![foreign("stock-alert", "stock-alert", 0)]);
+        let p = plan(&app, &state);
+        assert_eq!(p.ignored, [Ignored { name: "stock-alert".into(), namespace: "stock-alert".into(), pm_id: 0 }]);
+        assert_eq!(action(&p, "api"), Action::Create);
+    }
+
+    #[test]
+    fn secrets_never_appear() {
+        let app = desired(json!([api(json!({"env": {"PORT": 3000, "API_TOKEN": "s3cret-new"}}))]));
+        let mut process = live_of(&app[0], 0);
+        process.env_set.insert("API_TOKEN".into(), json!("s3cret-old"));
+        let p = plan(&app, &live(vec![process]));
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains(redact::CHANGED));
+        let created = plan(&app, &live(vec![]));
+        assert!(!serde_json::to_string(&created).unwrap().contains("s3cret"));
+    }
+
+    #[test]
+    fn the_guard_counts_deletes_and_disrupted_share() {
+        let apps = desired(json!([api(json!({"env": {"PORT": 1}})), {"name": "b", "namespace": "web", "script": "b.js", "exec_mode": "fork"}]));
+        let old = desired(json!([api(json!({})), {"name": "b", "namespace": "web", "script": "b.js", "exec_mode": "fork", "env": {"X": "1"}}]));
+        let state = live(vec![live_of(&old[0], 0), live_of(&old[1], 1)]);
+        let p = plan(&apps, &state);
+        assert_eq!(p.guard.changed_fraction, 1.0);
+        assert_eq!(p.guard.violations.len(), 1, "{:?}", p.guard);
+        let pruning = SafetySection { prune: true, max_deletes: 0, ..SafetySection::default() };
+        let p = diff(&apps[..1], &live(vec![live_of(&apps[0], 0), foreign("b", "web", 1)]), &owned(), &pruning, &Redactor::new(&[])).unwrap();
+        assert!(p.guard.violations[0].contains("deletes 1 apps"), "{:?}", p.guard);
+    }
+}

@@ -1,0 +1,8 @@
+//! The plan: the smallest set of changes that makes live match desired, scoped to
+//! the owned namespaces. Data first ([`model`]), computed by a pure [`diff`].
+
+pub mod diff;
+pub mod model;
+
+pub use diff::{Conflict, diff};
+pub use model::{Action, AttributeChange, Change, Plan};

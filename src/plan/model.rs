@@ -1,0 +1,163 @@
+//! The plan as data: what would change, attribute by attribute. Renderers read it;
+//! `apply` executes its changes. Field names are the `plan --format json` contract.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What happens to one app (terraform-like).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Nothing to do.
+    Noop,
+    /// Start a new app.
+    Create,
+    /// Restart (or reload) in place with the new settings.
+    Update,
+    /// Change the number of processes.
+    Scale,
+    /// Delete and start again: an attribute cannot change in place.
+    Replace,
+    /// Delete an owned app that is not desired (only with `[safety] prune`).
+    Delete,
+}
+
+impl Action {
+    /// The symbol in human output.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Self::Noop => " ",
+            Self::Create => "+",
+            Self::Update => "~",
+            Self::Scale => "↕",
+            Self::Replace => "-/+",
+            Self::Delete => "-",
+        }
+    }
+
+    /// The word in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Noop => "noop",
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Scale => "scale",
+            Self::Replace => "replace",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// Why an app is in the plan; for rendering only, never for apply (like terraform's
+/// `ActionReason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Desired, not live.
+    NotLive,
+    /// Attributes differ.
+    AttributesChanged,
+    /// Live fields match but the stamped spec hash differs (a change PM2 does not show).
+    SpecHashChanged,
+    /// Live, but stopped or errored.
+    NotRunning,
+    /// Owned and live, not desired.
+    NotDesired,
+}
+
+/// One attribute's before and after. Secret env values are already redacted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttributeChange {
+    /// `script`, `env.PORT`, `instances`, ...
+    pub path: String,
+    pub before: Value,
+    pub after: Value,
+    /// This attribute cannot change in place.
+    pub forces_replacement: bool,
+}
+
+/// One app's change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub name: String,
+    pub namespace: String,
+    pub action: Action,
+    pub attributes: Vec<AttributeChange>,
+    pub reason: Option<Reason>,
+    /// The live processes it acts on (numeric ids; empty for `create`).
+    pub pm_ids: Vec<u64>,
+    /// The desired spec hash (absent for `delete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
+}
+
+/// A live process outside the owned namespaces: listed, never acted on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ignored {
+    pub name: String,
+    pub namespace: String,
+    pub pm_id: u64,
+}
+
+/// Counts by action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub replace: usize,
+    pub scale: usize,
+    pub delete: usize,
+    pub noop: usize,
+}
+
+/// The blast-radius guard, evaluated at plan time and enforced by apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Guard {
+    pub deletes: usize,
+    pub max_deletes: usize,
+    /// Live owned apps the plan restarts, replaces, scales or deletes, over all live owned apps.
+    pub changed_fraction: f64,
+    pub max_changed_fraction: f64,
+    /// Why apply would refuse (empty: within limits).
+    pub violations: Vec<String>,
+}
+
+/// What a plan was made against, so a saved plan can be refused when either moved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Basis {
+    /// Hash of every desired app's spec hash.
+    pub desired_hash: String,
+    /// Hash of the owned live processes (pm_id, pid, status, restarts, spec) and the
+    /// names of the others.
+    pub live_fingerprint: String,
+    /// `daemon` or `snapshot`.
+    pub live_source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_dirty: Option<bool>,
+}
+
+/// The whole plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Format version of this document.
+    pub version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    pub namespaces: Vec<String>,
+    pub changes: Vec<Change>,
+    pub ignored: Vec<Ignored>,
+    /// Owned live processes that are not desired and stay (prune is off).
+    pub unmanaged: Vec<Ignored>,
+    pub summary: Summary,
+    pub guard: Guard,
+    pub basis: Basis,
+}
+
+impl Plan {
+    /// Whether anything would change.
+    pub fn has_changes(&self) -> bool {
+        self.changes.iter().any(|c| c.action != Action::Noop)
+    }
+}

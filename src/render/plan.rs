@@ -1,0 +1,192 @@
+//! Plans for people (`human`, diff-style), pull requests (`markdown`) and scripts
+//! (`json`, the plan model itself). All read the same [`Plan`].
+
+use std::fmt::Write;
+
+use serde_json::Value;
+use similar::{ChangeTag, TextDiff};
+
+use crate::plan::{Action, AttributeChange, Change, Plan};
+use crate::render::style;
+
+/// The closing line, as terraform prints it.
+pub fn summary_line(plan: &Plan) -> String {
+    let s = plan.summary;
+    format!(
+        "Plan: {} to create, {} to update, {} to replace, {} to scale, {} to delete.",
+        s.create, s.update, s.replace, s.scale, s.delete
+    )
+}
+
+fn verb(action: Action) -> &'static str {
+    match action {
+        Action::Noop => "is up to date",
+        Action::Create => "will be created",
+        Action::Update => "will be updated in place",
+        Action::Scale => "will be scaled",
+        Action::Replace => "must be replaced",
+        Action::Delete => "will be deleted",
+    }
+}
+
+fn action_style(action: Action) -> anstyle::Style {
+    match action {
+        Action::Create => anstyle::AnsiColor::Green.on_default().bold(),
+        Action::Update | Action::Scale => anstyle::AnsiColor::Yellow.on_default().bold(),
+        Action::Replace | Action::Delete => anstyle::AnsiColor::Red.on_default().bold(),
+        Action::Noop => anstyle::Style::new(),
+    }
+}
+
+fn show(value: &Value) -> String {
+    match value {
+        Value::Null => "(none)".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Diff-style, colored on a terminal (the caller's stream strips colors otherwise).
+pub fn human(plan: &Plan) -> String {
+    let mut out = String::new();
+    let bold = style::BOLD;
+    let owned = plan.namespaces.join(", ");
+    let project = plan.project.as_deref().map(|p| format!("{p}, ")).unwrap_or_default();
+    let _ = writeln!(out, "{bold}reconcile plan{bold:#} ({project}owned namespaces: {owned}; live state from the {})\n", plan.basis.live_source);
+    let mut shown = 0;
+    for change in plan.changes.iter().filter(|c| c.action != Action::Noop) {
+        shown += 1;
+        let s = action_style(change.action);
+        let ids = if change.pm_ids.is_empty() {
+            String::new()
+        } else {
+            format!("  [pm_id {}]", change.pm_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+        };
+        let _ = writeln!(out, "  {s}{:>3}{s:#} {bold}{}{bold:#} ({}) {}{ids}", change.action.symbol(), change.name, change.namespace, verb(change.action));
+        for attribute in &change.attributes {
+            write_attribute(&mut out, change, attribute);
+        }
+        out.push('\n');
+    }
+    if shown == 0 {
+        let _ = writeln!(out, "  No changes: the live processes match the desired state.\n");
+    }
+    let noop: Vec<&str> = plan.changes.iter().filter(|c| c.action == Action::Noop).map(|c| c.name.as_str()).collect();
+    if !noop.is_empty() {
+        let _ = writeln!(out, "Up to date: {}", noop.join(", "));
+    }
+    if !plan.unmanaged.is_empty() {
+        let list: Vec<String> = plan.unmanaged.iter().map(|p| format!("{} (pm_id {})", p.name, p.pm_id)).collect();
+        let _ = writeln!(out, "Not desired, kept because [safety] prune is off: {}", list.join(", "));
+    }
+    if !plan.ignored.is_empty() {
+        let list: Vec<String> = plan.ignored.iter().map(|p| format!("{} ({}, pm_id {})", p.name, p.namespace, p.pm_id)).collect();
+        let _ = writeln!(out, "Ignored, not owned (never touched): {}", list.join(", "));
+    }
+    for violation in &plan.guard.violations {
+        let e = style::ERROR;
+        let _ = writeln!(out, "{e}Blast-radius guard:{e:#} {violation}; apply will refuse unless --allow-large-changes");
+    }
+    let _ = writeln!(out, "\n{bold}{}{bold:#}", summary_line(plan));
+    out
+}
+
+fn write_attribute(out: &mut String, change: &Change, attribute: &AttributeChange) {
+    let forces = if attribute.forces_replacement {
+        let e = style::ERROR;
+        format!(" {e}# forces replacement{e:#}")
+    } else {
+        String::new()
+    };
+    let symbol = match (change.action, &attribute.before, &attribute.after) {
+        (Action::Create, _, _) | (_, Value::Null, _) => "+",
+        (_, _, Value::Null) => "-",
+        _ => "~",
+    };
+    if let (Value::String(before), Value::String(after)) = (&attribute.before, &attribute.after) {
+        if before.contains('\n') || after.contains('\n') {
+            let _ = writeln!(out, "      {symbol} {}:{forces}", attribute.path);
+            for line in TextDiff::from_lines(before.as_str(), after.as_str()).iter_all_changes() {
+                let sign = match line.tag() {
+                    ChangeTag::Delete => "-",
+                    ChangeTag::Insert => "+",
+                    ChangeTag::Equal => " ",
+                };
+                let _ = write!(out, "          {sign} {line}");
+                if line.missing_newline() {
+                    out.push('\n');
+                }
+            }
+            return;
+        }
+    }
+    if change.action == Action::Create {
+        let _ = writeln!(out, "      + {} = {}", attribute.path, show(&attribute.after));
+    } else {
+        let _ = writeln!(out, "      {symbol} {}: {} → {}{forces}", attribute.path, show(&attribute.before), show(&attribute.after));
+    }
+}
+
+/// For a pull-request comment: a summary table, then the details of each change.
+pub fn markdown(plan: &Plan) -> String {
+    let mut out = String::new();
+    let s = plan.summary;
+    let project = plan.project.as_deref().unwrap_or("reconcile");
+    let _ = writeln!(out, "### `reconcile plan`: {project}\n");
+    let _ = writeln!(out, "{}\n", summary_line(plan));
+    let _ = writeln!(out, "| create | update | replace | scale | delete | unchanged |\n|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "| {} | {} | {} | {} | {} | {} |\n", s.create, s.update, s.replace, s.scale, s.delete, s.noop);
+    for violation in &plan.guard.violations {
+        let _ = writeln!(out, "> [!WARNING]\n> **Blast-radius guard:** {violation}. `apply` will refuse unless `--allow-large-changes`.\n");
+    }
+    let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.action != Action::Noop).collect();
+    if changes.is_empty() {
+        let _ = writeln!(out, "No changes: the live processes match the desired state.\n");
+    } else {
+        let _ = writeln!(out, "| | app | namespace | action | attributes |\n|---|---|---|---|---|");
+        for change in &changes {
+            let forcing: Vec<String> =
+                change.attributes.iter().filter(|a| a.forces_replacement).map(|a| format!("`{}`", a.path)).collect();
+            let note = if forcing.is_empty() { String::new() } else { format!(" (forced by {})", forcing.join(", ")) };
+            let _ = writeln!(
+                out,
+                "| `{}` | `{}` | `{}` | **{}**{note} | {} |",
+                change.action.symbol(),
+                change.name,
+                change.namespace,
+                change.action.as_str(),
+                change.attributes.len()
+            );
+        }
+        out.push('\n');
+        for change in &changes {
+            let _ = writeln!(out, "<details><summary><code>{}</code> {}</summary>\n", change.name, verb(change.action));
+            let _ = writeln!(out, "| attribute | before | after | |\n|---|---|---|---|");
+            for a in &change.attributes {
+                let forces = if a.forces_replacement { "forces replacement" } else { "" };
+                let _ = writeln!(out, "| `{}` | {} | {} | {forces} |", a.path, cell(&a.before), cell(&a.after));
+            }
+            let _ = writeln!(out, "\n</details>\n");
+        }
+    }
+    if !plan.ignored.is_empty() {
+        let list: Vec<String> = plan.ignored.iter().map(|p| format!("`{}` ({})", p.name, p.namespace)).collect();
+        let _ = writeln!(out, "Ignored, not owned: {}\n", list.join(", "));
+    }
+    if !plan.unmanaged.is_empty() {
+        let list: Vec<String> = plan.unmanaged.iter().map(|p| format!("`{}`", p.name)).collect();
+        let _ = writeln!(out, "Not desired, kept (prune is off): {}\n", list.join(", "));
+    }
+    out
+}
+
+fn cell(value: &Value) -> String {
+    let text = show(value).replace('|', "\\|").replace('\n', "<br>");
+    format!("`{text}`")
+}
+
+/// The plan model as JSON (the `plan --format json` contract and the saved plan).
+pub fn json(plan: &Plan) -> String {
+    let mut text = serde_json::to_string_pretty(plan).unwrap_or_else(|_| "{}".into());
+    text.push('\n');
+    text
+}
