@@ -197,7 +197,8 @@ fn compare(app: &DesiredApp, group: &[&LiveProcess], redactor: &Redactor) -> Cha
         }
     }
     for (key, value) in &live_env {
-        if !app.env.contains_key(*key) {
+        // PM2 sets PWD from `cwd` itself (lib/Common.js prepareAppConf).
+        if !app.env.contains_key(*key) && key.as_str() != "PWD" {
             // An env var cannot be removed in place (pm2-internals.md §0.4).
             let before = if redactor.is_secret(key) { json!(redact::HIDDEN) } else { json!(value) };
             push(&format!("env.{key}"), before, Value::Null, true);
@@ -493,5 +494,59 @@ mod tests {
         let pruning = SafetySection { prune: true, max_deletes: 0, ..SafetySection::default() };
         let p = diff(&apps[..1], &live(vec![live_of(&apps[0], 0), foreign("b", "web", 1)]), &owned(), &pruning, &Redactor::new(&[])).unwrap();
         assert!(p.guard.violations[0].contains("deletes 1 apps"), "{:?}", p.guard);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::{desired, foreign, live, live_of};
+
+    const NAMES: &[&str] = &["api", "worker", "stock-alert", "web", "all"];
+    const NAMESPACES: &[&str] = &["web", "jobs", "stock-alert", "default"];
+
+    proptest! {
+        /// For arbitrary live states, with arbitrary processes in namespaces we do not
+        /// own (same-name traps included), no change ever targets a process outside the
+        /// owned namespaces.
+        #[test]
+        fn no_change_targets_a_process_outside_the_owned_namespaces(
+            processes in prop::collection::vec((0..NAMES.len(), 0..NAMESPACES.len(), any::<bool>()), 0..12),
+            wanted in prop::collection::vec(0..2usize, 0..3),
+            prune in any::<bool>(),
+        ) {
+            let owned: Vec<String> = vec!["web".into(), "jobs".into()];
+            let apps: Vec<Value> = wanted.iter().map(|&i| {
+                let name = ["api", "worker"][i];
+                json!({"name": name, "namespace": "web", "script": "a.js", "exec_mode": "fork"})
+            }).collect::<Vec<_>>();
+            let mut seen = std::collections::BTreeSet::new();
+            let apps: Vec<Value> = apps.into_iter().filter(|a| seen.insert(a["name"].to_string())).collect();
+            let wanted = if apps.is_empty() { Vec::new() } else { desired(Value::Array(apps)) };
+            let state = live(processes.iter().enumerate().map(|(pm_id, &(name, ns, matches))| {
+                let pm_id = pm_id as u64;
+                match wanted.iter().find(|d| d.name == NAMES[name]) {
+                    Some(d) if matches => { let mut p = live_of(d, pm_id); p.namespace = NAMESPACES[ns].into(); p }
+                    _ => foreign(NAMES[name], NAMESPACES[ns], pm_id),
+                }
+            }).collect());
+            let safety = SafetySection { prune, ..SafetySection::default() };
+            if let Ok(plan) = diff(&wanted, &state, &owned, &safety, &Redactor::new(&[])) {
+                for change in &plan.changes {
+                    prop_assert!(owned.contains(&change.namespace), "{change:?}");
+                    for pm_id in &change.pm_ids {
+                        let process = state.get(*pm_id).unwrap();
+                        prop_assert!(owned.contains(&process.namespace), "change {change:?} targets {process:?}");
+                    }
+                }
+                for ignored in &plan.ignored {
+                    prop_assert!(!owned.contains(&ignored.namespace));
+                    prop_assert!(plan.changes.iter().all(|c| !c.pm_ids.contains(&ignored.pm_id)));
+                }
+            }
+        }
     }
 }

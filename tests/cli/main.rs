@@ -4,6 +4,7 @@ mod support;
 
 mod faults;
 mod lint;
+mod plan;
 mod live_read;
 mod live_write;
 mod status;
