@@ -84,7 +84,7 @@ pub fn human(plan: &Plan) -> String {
     }
     for violation in &plan.guard.violations {
         let e = style::ERROR;
-        let _ = writeln!(out, "{e}Blast-radius guard:{e:#} {violation}; apply will refuse unless --allow-large-changes");
+        let _ = writeln!(out, "{e}Blast-radius guard:{e:#} {violation} (apply must refuse this plan)");
     }
     let _ = writeln!(out, "\n{bold}{}{bold:#}", summary_line(plan));
     out
@@ -136,7 +136,7 @@ pub fn markdown(plan: &Plan) -> String {
     let _ = writeln!(out, "| create | update | replace | scale | delete | unchanged |\n|---:|---:|---:|---:|---:|---:|");
     let _ = writeln!(out, "| {} | {} | {} | {} | {} | {} |\n", s.create, s.update, s.replace, s.scale, s.delete, s.noop);
     for violation in &plan.guard.violations {
-        let _ = writeln!(out, "> [!WARNING]\n> **Blast-radius guard:** {violation}. `apply` will refuse unless `--allow-large-changes`.\n");
+        let _ = writeln!(out, "> [!WARNING]\n> **Blast-radius guard:** {violation}. `apply` must refuse this plan.\n");
     }
     let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.action != Action::Noop).collect();
     if changes.is_empty() {
@@ -158,7 +158,7 @@ pub fn markdown(plan: &Plan) -> String {
             );
         }
         out.push('\n');
-        for change in &changes {
+        for change in changes.iter().filter(|c| !c.attributes.is_empty()) {
             let _ = writeln!(out, "<details><summary><code>{}</code> {}</summary>\n", change.name, verb(change.action));
             let _ = writeln!(out, "| attribute | before | after | |\n|---|---|---|---|");
             for a in &change.attributes {
@@ -189,4 +189,57 @@ pub fn json(plan: &Plan) -> String {
     let mut text = serde_json::to_string_pretty(plan).unwrap_or_else(|_| "{}".into());
     text.push('\n');
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::project::SafetySection;
+    use crate::redact::Redactor;
+    use crate::testing::{desired, foreign, live, live_of};
+
+    /// A plan with every action kind, a multi-line value, a secret and a foreign app.
+    fn every_kind() -> Plan {
+        let app = |name: &str, extra: serde_json::Value| {
+            let mut a = json!({"name": name, "namespace": "web", "script": "server.js", "exec_mode": "fork", "env": {"PORT": 3000}});
+            for (k, v) in extra.as_object().unwrap() {
+                a[k] = v.clone();
+            }
+            a
+        };
+        let old = desired(json!([
+            app("same", json!({})),
+            app("env", json!({"env": {"PORT": 3000, "MOTD": "hello\nworld\n", "API_TOKEN": "old"}})),
+            app("moved", json!({})),
+            app("scaled", json!({"instances": 1, "exec_mode": "cluster"})),
+        ]));
+        let new = desired(json!([
+            app("same", json!({})),
+            app("env", json!({"env": {"PORT": 3001, "MOTD": "hello\nthere\n", "API_TOKEN": "new"}})),
+            app("moved", json!({"script": "other.js"})),
+            app("scaled", json!({"instances": 3, "exec_mode": "cluster"})),
+            app("fresh", json!({"args": ["--queue", "q1"]})),
+        ]));
+        let mut processes: Vec<_> = old.iter().enumerate().map(|(i, d)| live_of(d, i as u64)).collect();
+        processes[3].spec_hash = None;
+        processes.push(foreign("stock-alert", "stock-alert", 4));
+        processes.push(foreign("old-job", "web", 5));
+        let safety = SafetySection { prune: true, ..SafetySection::default() };
+        let mut plan =
+            crate::plan::diff(&new, &live(processes), &["web".into()], &safety, &Redactor::new(&["*TOKEN*".into()])).unwrap();
+        plan.project = Some("shop".into());
+        plan
+    }
+
+    #[test]
+    fn human_rendering() {
+        insta::assert_snapshot!(anstream::adapter::strip_str(&human(&every_kind())).to_string());
+    }
+
+    #[test]
+    fn markdown_rendering() {
+        insta::assert_snapshot!(markdown(&every_kind()));
+    }
 }
