@@ -3,6 +3,7 @@
 //! interprets PM2 semantics; that is `desired`.
 
 pub mod ecosystem;
+pub mod git;
 pub mod load;
 pub mod project;
 pub mod source;
