@@ -11,6 +11,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use reconcile::live::rpc::{Call, RpcConnection};
 use reconcile::live::{Pm2Client, Resolver, runtime};
 use serde_json::json;
 use support::Pm2Home;
@@ -59,16 +60,32 @@ fn main() {
         let out = home.pm2_command(&["jlist"]).output().expect("pm2 jlist");
         assert!(out.status.success() && out.stdout.len() > 10_000);
     });
+    let list_bytes = home.pm2_ok(&["jlist"]).stdout.len();
     let (r_med, r_min, r_max) = stats(reconcile);
     let (j_med, j_min, j_max) = stats(jlist);
-    println!("reading {APPS} processes, {runs} runs each (median, min..max):");
+    println!("reading {APPS} processes ({} KB of jlist), {runs} runs each (median, min..max):", list_bytes / 1024);
     println!("  reconcile status --format json  {r_med:7.1} ms  ({r_min:.1}..{r_max:.1})");
     println!("  pm2 jlist                       {j_med:7.1} ms  ({j_min:.1}..{j_max:.1})");
     println!("  ratio (pm2 jlist / reconcile)   {:7.1}x", j_med / r_med);
 
+    // The floor: the daemon's own getMonitorData (pidusage + JSON.stringify), in-process.
+    let rt = runtime().expect("runtime");
+    let rpc = rt.block_on(async {
+        let mut conn = RpcConnection::connect(&home.live_home(), Duration::from_secs(10)).await.expect("connect");
+        let mut samples = Vec::new();
+        for _ in 0..=runs {
+            let start = Instant::now();
+            conn.call(&Call::get_monitor_data()).await.expect("getMonitorData");
+            samples.push(start.elapsed());
+        }
+        samples.remove(0);
+        samples
+    });
+    let (d_med, d_min, d_max) = stats(rpc);
+    println!("  of which getMonitorData alone   {d_med:7.1} ms  ({d_min:.1}..{d_max:.1})  (daemon time + our parse)");
+
     // Starting one app: resolver + prepare, against `pm2 start FILE --only NAME`.
     let start_runs = runs.clamp(3, 10);
-    let rt = runtime().expect("runtime");
     let resolver = Resolver::with_pm2_dir(support::pm2_package(), Duration::from_secs(10)).expect("pm2 package");
     let owned = vec!["bench".to_string()];
     let mut n = 0;

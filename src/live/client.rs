@@ -178,7 +178,7 @@ impl Pm2Client {
         if p.name != expected_name {
             return Err(LiveError::NameChanged { pm_id, expected: expected_name.to_string(), found: p.name.clone() });
         }
-        if !owned_namespaces.iter().any(|n| *n == p.namespace) {
+        if !owned_namespaces.contains(&p.namespace) {
             return Err(LiveError::NotOwned { pm_id, name: p.name.clone(), namespace: p.namespace.clone() });
         }
         let kill = p.option_u64("kill_timeout").unwrap_or(1600);
@@ -203,7 +203,7 @@ impl Pm2Client {
     /// (one per instance).
     pub async fn start(&mut self, app: &ResolvedApp, owned_namespaces: &[String]) -> Result<Vec<u64>, LiveError> {
         let (name, namespace) = (app.name().to_string(), app.namespace().to_string());
-        if !owned_namespaces.iter().any(|n| *n == namespace) {
+        if !owned_namespaces.contains(&namespace) {
             return Err(LiveError::NamespaceNotOwned { name, namespace });
         }
         let state = self.list().await?;

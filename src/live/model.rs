@@ -396,7 +396,8 @@ fn split_env_owned(
 fn same_env_value(daemon: &Value, app: &Value) -> bool {
     match (daemon, app) {
         (Value::String(d), Value::String(a)) => d == a,
-        (Value::String(d), other) => *d == other.to_string(),
+        (Value::String(d), Value::Number(n)) => d.parse::<serde_json::Number>().is_ok_and(|dn| dn == *n) || *d == n.to_string(),
+        (Value::String(d), Value::Bool(b)) => *d == if *b { "true" } else { "false" },
         (d, a) => d == a,
     }
 }

@@ -59,7 +59,7 @@ impl Call {
     pub fn prepare(app: Value) -> Result<Self, LiveError> {
         let invalid = |reason: &str| LiveError::InvalidCall { method: "prepare", reason: reason.to_string() };
         let obj = app.as_object().ok_or_else(|| invalid("the app must be a JSON object"))?;
-        if !obj.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
+        if obj.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
             return Err(invalid("the app has no name"));
         }
         if !obj.get("env").is_some_and(Value::is_object) {
