@@ -1,1 +1,119 @@
-fn main() {}
+//! Reading live state: `reconcile status --format json` against `pm2 jlist` on the
+//! same private daemon with 100 processes; and the two ways to start one app
+//! (PM2's own resolution + `prepare` over the socket, or `pm2 start --only`).
+//!
+//! `cargo bench --bench live_read` (needs `npm ci` first). Set `RUNS` to change the
+//! number of timed runs (default 20). The daemon and its apps are killed at the end,
+//! also on panic.
+
+#[path = "../tests/cli/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reconcile::live::rpc::{Call, RpcConnection};
+use reconcile::live::{Pm2Client, Resolver, runtime};
+use serde_json::json;
+use support::Pm2Home;
+
+const APPS: usize = 100;
+
+fn stats(mut samples: Vec<Duration>) -> (f64, f64, f64) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    (ms(samples[samples.len() / 2]), ms(samples[0]), ms(samples[samples.len() - 1]))
+}
+
+fn time(runs: usize, mut f: impl FnMut()) -> Vec<Duration> {
+    f(); // warm-up (page cache, pidusage's first getconf)
+    (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect()
+}
+
+fn main() {
+    let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(20);
+    let home = Pm2Home::start();
+    let apps: Vec<_> = (0..APPS)
+        .map(|i| {
+            json!({"name": format!("bench-{i:03}"), "script": "/bin/sleep", "args": "3600",
+                "interpreter": "none", "exec_mode": "fork", "namespace": "bench"})
+        })
+        .collect();
+    home.start_ecosystem("eco.json", &json!({ "apps": apps }));
+    home.wait_for(
+        || home.jlist().as_array().is_some_and(|l| l.len() == APPS && l.iter().all(|p| p["pm2_env"]["status"] == "online")),
+        "100 apps online",
+    );
+
+    // Timed with plain `output()` (no polling), the same way for both commands.
+    let reconcile = time(runs, || {
+        let out = home.reconcile().args(["status", "--format", "json"]).output().expect("reconcile");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stdout.len() > 10_000);
+    });
+    let jlist = time(runs, || {
+        let out = home.pm2_command(&["jlist"]).output().expect("pm2 jlist");
+        assert!(out.status.success() && out.stdout.len() > 10_000);
+    });
+    let list_bytes = home.pm2_ok(&["jlist"]).stdout.len();
+    let (r_med, r_min, r_max) = stats(reconcile);
+    let (j_med, j_min, j_max) = stats(jlist);
+    println!("reading {APPS} processes ({} KB of jlist), {runs} runs each (median, min..max):", list_bytes / 1024);
+    println!("  reconcile status --format json  {r_med:7.1} ms  ({r_min:.1}..{r_max:.1})");
+    println!("  pm2 jlist                       {j_med:7.1} ms  ({j_min:.1}..{j_max:.1})");
+    println!("  ratio (pm2 jlist / reconcile)   {:7.1}x", j_med / r_med);
+
+    // The floor: the daemon's own getMonitorData (pidusage + JSON.stringify), in-process.
+    let rt = runtime().expect("runtime");
+    let rpc = rt.block_on(async {
+        let mut conn = RpcConnection::connect(&home.live_home(), Duration::from_secs(10)).await.expect("connect");
+        let mut samples = Vec::new();
+        for _ in 0..=runs {
+            let start = Instant::now();
+            conn.call(&Call::get_monitor_data()).await.expect("getMonitorData");
+            samples.push(start.elapsed());
+        }
+        samples.remove(0);
+        samples
+    });
+    let (d_med, d_min, d_max) = stats(rpc);
+    println!("  of which getMonitorData alone   {d_med:7.1} ms  ({d_min:.1}..{d_max:.1})  (daemon time + our parse)");
+
+    // Starting one app: resolver + prepare, against `pm2 start FILE --only NAME`.
+    let start_runs = runs.clamp(3, 10);
+    let resolver = Resolver::with_pm2_dir(support::pm2_package(), Duration::from_secs(10)).expect("pm2 package");
+    let owned = vec!["bench".to_string()];
+    let mut n = 0;
+    let via_prepare = time(start_runs, || {
+        n += 1;
+        let name = format!("prep-{n}");
+        rt.block_on(async {
+            let mut c = Pm2Client::connect(&home.live_home(), Duration::from_secs(10)).await.expect("connect");
+            let spec = json!({"name": name, "script": "/bin/sleep", "args": "3600", "interpreter": "none",
+                "exec_mode": "fork", "namespace": "bench"});
+            let app = resolver.resolve(&spec, home.path(), None, &home.live_home()).await.expect("resolve");
+            c.start(&app, &owned).await.expect("start");
+        });
+    });
+    let mut m = 0;
+    let via_cli = time(start_runs, || {
+        m += 1;
+        let name = format!("cli-{m}");
+        let file = home.path().join(format!("one-{m}.json"));
+        let eco = json!({"apps": [{"name": name, "script": "/bin/sleep", "args": "3600", "interpreter": "none",
+            "exec_mode": "fork", "namespace": "bench"}]});
+        std::fs::write(&file, eco.to_string()).expect("write");
+        let out = home.pm2_command(&["start", file.to_str().expect("utf-8"), "--only", &name]).output().expect("pm2");
+        assert!(out.status.success());
+    });
+    let (p_med, p_min, p_max) = stats(via_prepare);
+    let (c_med, c_min, c_max) = stats(via_cli);
+    println!("starting one app beside {APPS}, {start_runs} runs each (median, min..max):");
+    println!("  resolve (node + PM2's Common.js) + prepare   {p_med:7.1} ms  ({p_min:.1}..{p_max:.1})");
+    println!("  pm2 start FILE --only NAME                   {c_med:7.1} ms  ({c_min:.1}..{c_max:.1})");
+}

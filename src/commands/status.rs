@@ -41,7 +41,9 @@ pub fn run(cli: &Cli, _args: &StatusArgs) -> Result<ExitStatus> {
         crash_window_s: settings.health.crash_window_s,
     };
     let owns = |ns: &str| project.as_ref().is_some_and(|p| p.owns(ns));
+    tracing::debug!(processes = state.processes.len(), "live state read");
     let report = health::assess(&state, thresholds, project.is_some(), owns);
     render::status::write(&report, format, cli.global.color)?;
+    tracing::debug!("status written");
     Ok(ExitStatus::Success)
 }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::error::LiveError;
 use super::home::Pm2Home;
-use super::model::{DaemonInfo, ExecMode, LiveOrigin, LiveState, ProcessStatus, as_u64, normalize_list};
+use super::model::{DaemonInfo, ExecMode, LiveOrigin, LiveState, ProcessStatus, as_u64, normalize_owned};
 use super::resolve::ResolvedApp;
 use super::rpc::{Call, NotifyAction, RpcConnection, WatchedAction};
 
@@ -75,7 +75,26 @@ impl Pm2Client {
     pub async fn connect(home: &Pm2Home, timeout: Duration) -> Result<Self, LiveError> {
         let mut conn = RpcConnection::connect(home, timeout).await?;
         let reply = conn.call(&Call::get_version()).await?;
-        let version = match reply.first() {
+        Self::checked(conn, home, &reply)
+    }
+
+    /// Connects and reads the list in one round trip: `getVersion`, `getReport` and
+    /// `getMonitorData` are pipelined (all three are read-only and take `{}` in every
+    /// PM2 version), and the version is checked before anything else is used.
+    pub async fn connect_and_list(home: &Pm2Home, timeout: Duration) -> Result<(Self, LiveState), LiveError> {
+        let mut conn = RpcConnection::connect(home, timeout).await?;
+        let calls = [Call::get_version(), Call::get_report(), Call::get_monitor_data()];
+        let mut replies = conn.pipeline(&calls, timeout).await?.into_iter();
+        let mut next = |method| replies.next().unwrap_or(Err(LiveError::BadReply { method, detail: "no reply".into() }));
+        let version = next("getVersion")?;
+        let mut client = Self::checked(conn, home, &version)?;
+        client.set_report(next("getReport")?);
+        let state = client.state_from(next("getMonitorData")?)?;
+        Ok((client, state))
+    }
+
+    fn checked(conn: RpcConnection, home: &Pm2Home, version_reply: &[Value]) -> Result<Self, LiveError> {
+        let version = match version_reply.first() {
             Some(Value::String(v)) => v.clone(),
             other => return Err(LiveError::BadReply { method: "getVersion", detail: format!("version is {other:?}") }),
         };
@@ -108,22 +127,35 @@ impl Pm2Client {
 
     /// `getReport`: the daemon's env, argv, start time. Cached after the first call.
     async fn load_report(&mut self) -> Result<(), LiveError> {
-        if self.daemon_env.is_some() {
-            return Ok(());
+        if self.daemon_env.is_none() {
+            let reply = self.conn.call(&Call::get_report()).await?;
+            self.set_report(reply);
         }
-        let reply = self.conn.call(&Call::get_report()).await?;
+        Ok(())
+    }
+
+    fn set_report(&mut self, reply: Vec<Value>) {
         let report = reply.into_iter().next().unwrap_or(Value::Null);
         self.daemon.started_at_ms = report.get("started_at").and_then(Value::as_i64);
-        self.daemon_env = Some(report.get("env").and_then(Value::as_object).cloned().unwrap_or_default());
-        Ok(())
+        self.daemon_env = Some(match report {
+            Value::Object(mut obj) => match obj.remove("env") {
+                Some(Value::Object(env)) => env,
+                _ => Map::new(),
+            },
+            _ => Map::new(),
+        });
     }
 
     /// Reads the whole process list (`getMonitorData`), normalized.
     pub async fn list(&mut self) -> Result<LiveState, LiveError> {
         self.load_report().await?;
         let reply = self.conn.call(&Call::get_monitor_data()).await?;
+        self.state_from(reply)
+    }
+
+    fn state_from(&self, reply: Vec<Value>) -> Result<LiveState, LiveError> {
         let list = reply.into_iter().next().unwrap_or(Value::Array(Vec::new()));
-        let processes = normalize_list(&list, self.daemon_env.as_ref())
+        let processes = normalize_owned(list, self.daemon_env.as_ref())
             .map_err(|e| LiveError::BadReply { method: "getMonitorData", detail: e.to_string() })?;
         Ok(LiveState {
             origin: LiveOrigin::Daemon { home: self.home.dir.clone() },
@@ -146,7 +178,7 @@ impl Pm2Client {
         if p.name != expected_name {
             return Err(LiveError::NameChanged { pm_id, expected: expected_name.to_string(), found: p.name.clone() });
         }
-        if !owned_namespaces.iter().any(|n| *n == p.namespace) {
+        if !owned_namespaces.contains(&p.namespace) {
             return Err(LiveError::NotOwned { pm_id, name: p.name.clone(), namespace: p.namespace.clone() });
         }
         let kill = p.option_u64("kill_timeout").unwrap_or(1600);
@@ -171,7 +203,7 @@ impl Pm2Client {
     /// (one per instance).
     pub async fn start(&mut self, app: &ResolvedApp, owned_namespaces: &[String]) -> Result<Vec<u64>, LiveError> {
         let (name, namespace) = (app.name().to_string(), app.namespace().to_string());
-        if !owned_namespaces.iter().any(|n| *n == namespace) {
+        if !owned_namespaces.contains(&namespace) {
             return Err(LiveError::NamespaceNotOwned { name, namespace });
         }
         let state = self.list().await?;

@@ -129,8 +129,8 @@ impl Pm2Home {
 }
 
 /// Whether a process with this pid exists (signal 0 sends nothing). On Linux a
-/// zombie counts as dead: a daemon killed with SIGKILL stays one until reaped, and in
-/// containers whose init does not reap, that is forever.
+/// zombie counts as dead: a daemon killed with SIGKILL stays one until its parent (init,
+/// since PM2 daemonizes) reaps it, and `kill(pid, 0)` succeeds on a zombie (observed).
 pub fn pid_alive(pid: i64) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
     if pid <= 0 {

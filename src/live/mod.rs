@@ -46,7 +46,7 @@ pub enum LiveSource {
 pub async fn read_async(source: &LiveSource, timeout: Duration) -> Result<LiveState, LiveError> {
     match source {
         LiveSource::Snapshot(path) => snapshot::read(path),
-        LiveSource::Daemon(home) => Pm2Client::connect(home, timeout).await?.list().await,
+        LiveSource::Daemon(home) => Pm2Client::connect_and_list(home, timeout).await.map(|(_, state)| state),
     }
 }
 

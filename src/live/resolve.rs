@@ -9,13 +9,18 @@
 //! Porting them would drift; so a tiny helper `require`s the installed PM2's
 //! `lib/Common.js` and runs the same functions, prints the payload, and the client
 //! sends it as `prepare` over the socket. Compared with running `pm2 start FILE
-//! --only NAME` for the app (both measured by `cargo bench --bench live_read`, 2-core
-//! host, PM2 7.0.4, a 2-app daemon; see docs/status.md):
+//! --only NAME` for the app, measured by `cargo bench --bench live_read` (2-core VM
+//! shared with other builds, PM2 7.0.4, a daemon with 100 apps, 10 starts each):
 //!
-//! | route | wall time per start (median) |
+//! | route | wall time per start, median (min..max) |
 //! |---|---|
-//! | helper + `prepare` RPC | ~120 ms |
-//! | `pm2 start eco.json --only NAME` | ~390 ms |
+//! | `node` helper + `prepare` over the socket | 125-133 ms (112..178) |
+//! | `pm2 start FILE --only NAME` | 221-287 ms (202..323) |
+//!
+//! Most of the helper route is Node's start-up and loading PM2's modules (~100 ms
+//! for `node -e "require('pm2/lib/Common.js')"`); the rest is the fresh read that
+//! proves the name is free, and `prepare`. The CLI route pays for Node plus the
+//! whole CLI (commander, the API, its own `getMonitorData`, its table output).
 //!
 //! Beyond speed the helper route is chosen because it is *safe*: `pm2 start`
 //! restarts (and hijacks) any live app with the same name in any namespace

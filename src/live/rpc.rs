@@ -59,7 +59,7 @@ impl Call {
     pub fn prepare(app: Value) -> Result<Self, LiveError> {
         let invalid = |reason: &str| LiveError::InvalidCall { method: "prepare", reason: reason.to_string() };
         let obj = app.as_object().ok_or_else(|| invalid("the app must be a JSON object"))?;
-        if !obj.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
+        if obj.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
             return Err(invalid("the app has no name"));
         }
         if !obj.get("env").is_some_and(Value::is_object) {
@@ -235,51 +235,81 @@ impl RpcConnection {
 
     /// [`RpcConnection::call`] with an explicit deadline (stops wait for `kill_timeout`).
     pub async fn call_within(&mut self, call: &Call, deadline: Duration) -> Result<Vec<Value>, LiveError> {
-        let method = call.method();
+        let mut replies = self.pipeline(std::slice::from_ref(call), deadline).await?;
+        replies.pop().unwrap_or_else(|| Err(LiveError::BadReply { method: call.method(), detail: "no reply".into() }))
+    }
+
+    /// Sends several read calls in one write and waits for every reply (the daemon
+    /// answers pipelined calls, possibly out of order; replies are matched by id).
+    /// One deadline covers them all. Transport faults fail the whole batch; each
+    /// call's own `{"error"}` is its own result.
+    pub async fn pipeline(&mut self, calls: &[Call], deadline: Duration) -> Result<Vec<Result<Vec<Value>, LiveError>>, LiveError> {
+        let method = calls.first().map_or("none", Call::method);
         if self.poisoned {
             return Err(LiveError::Closed { method, path: self.path.clone() });
         }
-        self.next_id += 1;
-        let id = format!("{}:{}", self.id_prefix, self.next_id);
-        let frame = call.frame(&id).map_err(|source| LiveError::Frame { path: self.path.clone(), source })?;
-        tracing::debug!(method, id, "rpc call");
+        let mut frames = Vec::new();
+        let mut ids = Vec::with_capacity(calls.len());
+        for call in calls {
+            self.next_id += 1;
+            let id = format!("{}:{}", self.id_prefix, self.next_id);
+            let frame = call.frame(&id).map_err(|source| LiveError::Frame { path: self.path.clone(), source })?;
+            tracing::debug!(method = call.method(), id, "rpc call");
+            frames.extend_from_slice(&frame);
+            ids.push(id);
+        }
         // Poison first; only a complete exchange clears it.
         self.poisoned = true;
-        let reply = match tokio::time::timeout(deadline, self.exchange(method, &frame, &id)).await {
+        let bodies = match tokio::time::timeout(deadline, self.exchange(calls, &frames, &ids)).await {
             Err(_) => return Err(LiveError::Timeout { method, path: self.path.clone(), after: deadline }),
-            Ok(reply) => reply?,
+            Ok(bodies) => bodies?,
         };
         self.poisoned = false;
-        parse_reply(method, reply)
+        tracing::debug!(method, "rpc reply");
+        Ok(calls.iter().zip(bodies).map(|(call, body)| parse_reply(call.method(), body)).collect())
     }
 
-    async fn exchange(&mut self, method: &'static str, frame: &[u8], id: &str) -> Result<Value, LiveError> {
+    async fn exchange(&mut self, calls: &[Call], frames: &[u8], ids: &[String]) -> Result<Vec<Value>, LiveError> {
+        let method = calls.first().map_or("none", Call::method);
         let io_err = |path: &str, source| LiveError::Io { method, path: path.to_string(), source };
-        self.io.write_all(frame).await.map_err(|e| io_err(&self.path, e))?;
+        self.io.write_all(frames).await.map_err(|e| io_err(&self.path, e))?;
         self.io.flush().await.map_err(|e| io_err(&self.path, e))?;
-        let mut chunk = vec![0u8; 64 * 1024];
+        let mut bodies: Vec<Option<Value>> = vec![None; ids.len()];
+        let mut missing = ids.len();
+        let mut chunk = vec![0u8; 256 * 1024];
         loop {
             while let Some(mut args) =
                 self.buf.next_frame().map_err(|source| LiveError::Frame { path: self.path.clone(), source })?
             {
                 // REP echoes our id as the last arg, in the encoding we sent.
-                let reply_id = args.pop();
-                let matches = match &reply_id {
-                    Some(Arg::Str(s)) => s == id,
-                    Some(Arg::Json(Value::String(s))) => s == id,
-                    _ => false,
+                let reply_id = match args.pop() {
+                    Some(Arg::Str(s) | Arg::Json(Value::String(s))) => s,
+                    other => {
+                        tracing::debug!(?other, "skipping a reply without a string id");
+                        continue;
+                    }
                 };
-                if !matches {
-                    tracing::debug!(?reply_id, "skipping a reply for another request");
+                let Some(slot) = ids.iter().position(|id| *id == reply_id) else {
+                    tracing::debug!(reply_id, "skipping a reply for another request");
                     continue;
-                }
-                return match args.into_iter().next() {
-                    Some(Arg::Json(v)) => Ok(v),
-                    other => Err(LiveError::BadReply { method, detail: format!("reply body is {other:?}") }),
                 };
+                let body = match args.into_iter().next() {
+                    Some(Arg::Json(v)) => v,
+                    other => {
+                        let method = calls[slot].method();
+                        return Err(LiveError::BadReply { method, detail: format!("reply body is {other:?}") });
+                    }
+                };
+                if bodies[slot].replace(body).is_none() {
+                    missing -= 1;
+                }
+                if missing == 0 {
+                    return Ok(bodies.into_iter().map(|b| b.unwrap_or(Value::Null)).collect());
+                }
             }
             let n = self.io.read(&mut chunk).await.map_err(|e| io_err(&self.path, e))?;
             if n == 0 {
+                let method = bodies.iter().position(Option::is_none).map_or(method, |i| calls[i].method());
                 return Err(LiveError::Closed { method, path: self.path.clone() });
             }
             self.buf.extend(&chunk[..n]);

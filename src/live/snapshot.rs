@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::client::now_ms;
 use super::error::LiveError;
-use super::model::{LiveOrigin, LiveState, normalize_list};
+use super::model::{LiveOrigin, LiveState, normalize_owned};
 
 /// Largest snapshot read (a 1,000-app list is about 5 MB).
 pub const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
@@ -23,7 +23,7 @@ pub fn read(path: &Path) -> Result<LiveState, LiveError> {
     }
     let text = std::fs::read_to_string(path).map_err(read_err)?;
     let list = parse_list(&text).map_err(parse_err)?;
-    let processes = normalize_list(&list, None).map_err(|e| parse_err(e.to_string()))?;
+    let processes = normalize_owned(list, None).map_err(|e| parse_err(e.to_string()))?;
     Ok(LiveState {
         origin: LiveOrigin::Snapshot { path: path.to_path_buf() },
         daemon: None,

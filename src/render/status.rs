@@ -20,14 +20,19 @@ pub fn write(report: &StatusReport, format: Format, color: ColorChoice) -> io::R
         ColorChoice::Always => anstream::ColorChoice::Always,
         ColorChoice::Never => anstream::ColorChoice::Never,
     };
+    // Rendered in memory and written once: stdout is line-buffered, and pretty JSON
+    // for 100 apps is ~1,500 lines (as many syscalls).
     let mut out = anstream::AutoStream::new(io::stdout().lock(), choice);
     match format {
         Format::Json => {
-            serde_json::to_writer_pretty(&mut out, report)?;
-            writeln!(out)
+            let mut text = serde_json::to_vec_pretty(report)?;
+            text.push(b'\n');
+            out.write_all(&text)?;
+            out.flush()
         }
         _ => {
             out.write_all(human(report).as_bytes())?;
+            out.flush()?;
             let mut err = anstream::AutoStream::new(io::stderr().lock(), choice);
             err.write_all(human_warnings(report).as_bytes())
         }

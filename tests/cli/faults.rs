@@ -41,12 +41,15 @@ fn fake_daemon(dir: &Path, behave: impl FnOnce(UnixStream) + Send + 'static) {
     });
 }
 
-/// Reads one request frame and returns its id.
+/// Reads one request frame and returns its id. Pipelined requests may arrive in one
+/// read, so the buffer lives as long as the thread.
 fn read_request(stream: &mut UnixStream) -> String {
-    let mut fb = FrameBuffer::default();
+    thread_local! {
+        static BUF: std::cell::RefCell<FrameBuffer> = std::cell::RefCell::new(FrameBuffer::default());
+    }
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(args) = fb.next_frame().unwrap() {
+        if let Some(args) = BUF.with(|fb| fb.borrow_mut().next_frame().unwrap()) {
             return match args.last() {
                 Some(Arg::Str(id)) => id.clone(),
                 other => panic!("request without id: {other:?}"),
@@ -54,7 +57,7 @@ fn read_request(stream: &mut UnixStream) -> String {
         }
         let n = stream.read(&mut chunk).unwrap();
         assert!(n > 0, "client closed");
-        fb.extend(&chunk[..n]);
+        BUF.with(|fb| fb.borrow_mut().extend(&chunk[..n]));
     }
 }
 
@@ -163,10 +166,13 @@ fn garbage_bytes_are_rejected() {
 #[test]
 fn an_unsupported_daemon_version_is_refused() {
     let dir = short_tempdir();
+    // Answers every request (reconcile pipelines its reads) with an old version.
     fake_daemon(dir.path(), |mut s| {
-        let id = read_request(&mut s);
-        let frame = amp::encode(&[Arg::Json(json!({"args": ["5.3.0"]})), Arg::Str(id)]).unwrap();
-        s.write_all(&frame).unwrap();
+        for _ in 0..3 {
+            let id = read_request(&mut s);
+            let frame = amp::encode(&[Arg::Json(json!({"args": ["5.3.0"]})), Arg::Str(id)]).unwrap();
+            s.write_all(&frame).unwrap();
+        }
         std::thread::sleep(Duration::from_secs(30));
     });
     let err = status_fault(dir.path());

@@ -80,7 +80,7 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
             let _ = child.wait();
             panic!("{cmd:?} took longer than {limit:?}");
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(2));
     };
     Output { status, stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() }
 }
@@ -117,6 +117,11 @@ impl Pm2Home {
     /// Runs the repo's `pm2` with `PM2_HOME` set to this home. `_` is removed, so a
     /// daemon crash can never run `pm2 update` against anything.
     pub fn pm2(&self, args: &[&str]) -> Output {
+        run_with_timeout(&mut self.pm2_command(args), Duration::from_secs(60))
+    }
+
+    /// The `pm2` command [`Pm2Home::pm2`] runs, for callers that run it themselves.
+    pub fn pm2_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(pm2_bin());
         cmd.args(args)
             .current_dir(self.path())
@@ -124,7 +129,7 @@ impl Pm2Home {
             .env_remove("_")
             .env_remove("PM2_DAEMON_RPC_PORT")
             .env_remove("PM2_DAEMON_PUB_PORT");
-        run_with_timeout(&mut cmd, Duration::from_secs(60))
+        cmd
     }
 
     /// Runs `pm2` and panics with its output if it fails.
