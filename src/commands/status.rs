@@ -2,38 +2,24 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
+use super::{live_source, open_project, require_format};
 use crate::ExitStatus;
 use crate::cli::{Cli, Format, StatusArgs};
-use crate::config::Project;
 use crate::live::health::{self, HealthThresholds};
-use crate::live::{self, LiveSource, Pm2Home};
+use crate::live;
 use crate::render;
 
 /// Runs `reconcile status`. Exit 0 when the list was read, warnings or not (they are
 /// shown on stderr, or under `warnings` in JSON); 1 on any daemon fault.
 pub fn run(cli: &Cli, _args: &StatusArgs) -> Result<ExitStatus> {
     let format = cli.global.format;
-    if !matches!(format, Format::Human | Format::Json) {
-        anyhow::bail!("status supports --format human or json");
-    }
-    let dir = match &cli.global.directory {
-        Some(dir) => dir.clone(),
-        None => std::env::current_dir().context("reading the working directory")?,
-    };
-    let project = Project::discover(cli.global.config.as_deref(), &dir)?;
+    require_format("status", format, &[Format::Human, Format::Json])?;
+    // `-C` has already been applied by `commands::execute`.
+    let project = open_project(&cli.global)?;
     let settings = project.as_ref().map(|p| p.settings.clone()).unwrap_or_default();
-    let source = match &cli.global.live {
-        Some(file) => LiveSource::Snapshot(if file.is_absolute() { file.clone() } else { dir.join(file) }),
-        None => {
-            let configured = settings.pm2.home.as_ref().map(|home| match &project {
-                Some(p) if home.is_relative() => p.root.join(home),
-                _ => home.clone(),
-            });
-            LiveSource::Daemon(Pm2Home::resolve(configured.as_deref())?)
-        }
-    };
+    let source = live_source(&cli.global, project.as_ref())?;
     let state = live::read(&source, Duration::from_millis(settings.pm2.timeout_ms))?;
     let thresholds = HealthThresholds {
         crash_restarts: settings.health.crash_restarts,

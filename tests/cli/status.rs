@@ -106,5 +106,5 @@ fn status_refuses_formats_it_does_not_have() {
     let dir = short_tempdir();
     let (code, _, stderr, _) = run(reconcile(dir.path()).args(["status", "--format", "sarif"]));
     assert_eq!(code, 1);
-    assert!(stderr.contains("status supports --format human or json"), "{stderr}");
+    assert!(stderr.contains("`status` does not write --format"), "{stderr}");
 }
