@@ -92,9 +92,16 @@ pub struct PlanArgs {
     /// Which env_<name> block to merge (default: [project] env).
     #[arg(long, value_name = "NAME")]
     pub env: Option<String>,
-    /// Save the plan, with what it was planned against, for `reconcile apply FILE`.
+    /// Save the plan, with what it was planned against, as JSON.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Plan the change from the desired state at this git ref (the pull-request view;
+    /// no PM2 daemon is read).
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+    /// With --base: the desired state at this ref instead of the working tree.
+    #[arg(long, value_name = "REF", requires = "base")]
+    pub head: Option<String>,
 }
 
 /// `reconcile lint`.

@@ -21,33 +21,10 @@ pub fn desired(apps: Value) -> Vec<DesiredApp> {
 
 /// A live process that matches `app` exactly (as if started from its spec).
 pub fn live_of(app: &DesiredApp, pm_id: u64) -> LiveProcess {
-    LiveProcess {
-        pm_id,
-        name: app.name.clone(),
-        namespace: app.namespace.clone(),
-        status: ProcessStatus::Online,
-        pid: Some(1000 + u32::try_from(pm_id).unwrap()),
-        restarts: 0,
-        unstable_restarts: 0,
-        started_at_ms: Some(1),
-        created_at_ms: Some(1),
-        exec_mode: app.exec_mode,
-        script: Some(app.script.clone()),
-        cwd: Some(app.cwd.clone()),
-        args: app.args.clone(),
-        node_args: app.node_args.clone(),
-        interpreter: app.interpreter.clone(),
-        instances: Some(app.instances),
-        out_file: app.out_file.clone(),
-        error_file: app.error_file.clone(),
-        log_file: app.log_file.clone(),
-        pid_file: app.pid_file.clone(),
-        env_set: app.env.iter().map(|(k, v)| (k.clone(), json!(v))).collect(),
-        env_inherited: BTreeMap::new(),
-        spec_hash: Some(app.hash.clone()),
-        monit: None,
-        options: app.options.clone(),
-    }
+    let mut process = crate::plan::baseline::live_from_desired(std::slice::from_ref(app)).processes.remove(0);
+    process.pm_id = pm_id;
+    process.pid = Some(1000 + u32::try_from(pm_id).unwrap());
+    process
 }
 
 /// A foreign process: some other project's app.

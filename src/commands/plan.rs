@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use super::{live_source, load_options, open_project, print, require_format};
 use crate::ExitStatus;
 use crate::cli::{Format, GlobalArgs, PlanArgs};
-use crate::config::{EcosystemFile, Project};
+use crate::config::{EcosystemFile, Project, git};
 use crate::desired::{DesiredApp, Host};
 use crate::plan::{self, Conflict, Plan};
 use crate::redact::Redactor;
@@ -22,7 +22,17 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitStatus> {
     let project = open_project(global)?.context(
         "plan needs a reconcile.toml naming the ecosystem files and the namespaces this project owns; create one, or name it with --config",
     )?;
-    let Some(plan) = make(global, &project, args.env.as_deref())? else {
+    let made = match &args.base {
+        Some(base) => make_from_git(global, &project, args.env.as_deref(), base, args.head.as_deref())?,
+        None => make(global, &project, args.env.as_deref())?.map(|mut plan| {
+            if let Some(revision) = git::head(&project.root) {
+                plan.basis.git_commit = Some(revision.commit);
+                plan.basis.git_dirty = Some(revision.dirty);
+            }
+            plan
+        }),
+    };
+    let Some(plan) = made else {
         return Ok(ExitStatus::Error);
     };
     if let Some(path) = &args.out {
@@ -62,9 +72,72 @@ pub fn make(global: &GlobalArgs, project: &Project, env: Option<&str>) -> Result
     }
 }
 
+/// `--base REF [--head REF]`: the desired state at `base` stands in for the live
+/// state (each app as if started from its spec), and the plan shows what the working
+/// tree (or `head`) changes. No daemon is read.
+fn make_from_git(global: &GlobalArgs, project: &Project, env: Option<&str>, base: &str, head: Option<&str>) -> Result<Option<Plan>> {
+    let root = std::path::absolute(&project.root).context("resolving the project directory")?;
+    let base_dir = tempfile_dir("base")?;
+    git::checkout_project(&root, base, base_dir.path())?;
+    let at_base = project_at(project, base_dir.path());
+    let Some(before) = desired_state_in(global, &at_base, env, Some(&root))? else {
+        return Ok(None);
+    };
+    let head_dir = tempfile_dir("head")?;
+    let (after, commit, dirty) = match head {
+        Some(head) => {
+            let commit = git::checkout_project(&root, head, head_dir.path())?;
+            (desired_state_in(global, &project_at(project, head_dir.path()), env, Some(&root))?, Some(commit), Some(false))
+        }
+        None => {
+            let revision = git::head(&root);
+            (desired_state(global, project, env)?, revision.as_ref().map(|r| r.commit.clone()), revision.map(|r| r.dirty))
+        }
+    };
+    let Some(after) = after else {
+        return Ok(None);
+    };
+    let live = crate::plan::baseline::live_from_desired(&before);
+    let settings = &project.settings;
+    let redactor = Redactor::new(&settings.secrets.patterns);
+    match plan::diff(&after, &live, &settings.project.namespaces, &settings.safety, &redactor) {
+        Ok(mut plan) => {
+            plan.project.clone_from(&settings.project.name);
+            plan.basis.live_source = format!("git {base}");
+            plan.basis.git_commit = commit;
+            plan.basis.git_dirty = dirty;
+            Ok(Some(plan))
+        }
+        Err(conflicts) => {
+            let registry = Registry::load(&settings.policies, &project.root)?;
+            let findings: Vec<Diagnostic> = conflicts.iter().filter_map(|c| conflict_finding(&registry, c)).collect();
+            report(&findings, &[], Summary::new(0, after.len(), &findings))?;
+            Ok(None)
+        }
+    }
+}
+
+/// A temporary directory for a checkout (removed when dropped).
+fn tempfile_dir(what: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix(&format!("reconcile-{what}-")).tempdir().context("creating a temporary directory")
+}
+
+/// The same project, with its files read from `dir` (a checkout of another ref).
+fn project_at(project: &Project, dir: &Path) -> Project {
+    let mut moved = project.clone();
+    moved.root = dir.to_path_buf();
+    moved
+}
+
 /// Loads the project's ecosystem files, runs every check, and normalizes the apps.
 /// Prints the findings (to stderr) and returns `None` while any error stands.
 pub fn desired_state(global: &GlobalArgs, project: &Project, env: Option<&str>) -> Result<Option<Vec<DesiredApp>>> {
+    desired_state_in(global, project, env, None)
+}
+
+/// As [`desired_state`]; with `resolve_in`, relative paths resolve against that
+/// directory instead of where the files were read (a checkout stands in for it).
+fn desired_state_in(global: &GlobalArgs, project: &Project, env: Option<&str>, resolve_in: Option<&Path>) -> Result<Option<Vec<DesiredApp>>> {
     let settings = &project.settings;
     let registry = Registry::load(&settings.policies, &project.root)?;
     let files = project.ecosystem_paths();
@@ -98,8 +171,10 @@ pub fn desired_state(global: &GlobalArgs, project: &Project, env: Option<&str>) 
     for entry in &found {
         let path = entry.file.source.path();
         let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let dir = std::path::absolute(parent)
-            .with_context(|| format!("resolving the directory of {}", path.display()))?;
+        let dir = match resolve_in {
+            Some(real_root) => real_root.join(parent.strip_prefix(&project.root).unwrap_or(Path::new(""))),
+            None => std::path::absolute(parent).with_context(|| format!("resolving the directory of {}", path.display()))?,
+        };
         for app in &entry.apps {
             let line = entry.file.map.locate(&app.pointer_of("name")).map_or(0, |l| l.line);
             desired.push(DesiredApp::build(app, path, line, &dir, &host));

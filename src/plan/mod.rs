@@ -1,6 +1,7 @@
 //! The plan: the smallest set of changes that makes live match desired, scoped to
 //! the owned namespaces. Data first ([`model`]), computed by a pure [`diff`].
 
+pub mod baseline;
 pub mod diff;
 pub mod model;
 

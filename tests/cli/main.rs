@@ -5,6 +5,7 @@ mod support;
 mod faults;
 mod lint;
 mod plan;
+mod plan_git;
 mod live_read;
 mod live_write;
 mod status;
