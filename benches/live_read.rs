@@ -41,7 +41,8 @@ fn main() {
     let apps: Vec<_> = (0..APPS)
         .map(|i| {
             json!({"name": format!("bench-{i:03}"), "script": "/bin/sleep", "args": "3600",
-                "interpreter": "none", "exec_mode": "fork", "namespace": "bench"})
+                "interpreter": "none", "exec_mode": "fork", "namespace": "bench", "cwd": home.path(),
+                "min_uptime": 5000, "max_restarts": 5, "restart_delay": 2000, "kill_timeout": 3000})
         })
         .collect();
     home.start_ecosystem("eco.json", &json!({ "apps": apps }));
@@ -67,6 +68,21 @@ fn main() {
     println!("  reconcile status --format json  {r_med:7.1} ms  ({r_min:.1}..{r_max:.1})");
     println!("  pm2 jlist                       {j_med:7.1} ms  ({j_min:.1}..{j_max:.1})");
     println!("  ratio (pm2 jlist / reconcile)   {:7.1}x", j_med / r_med);
+
+    // Planning the same 100 apps (JSON ecosystem, so no node start-up) against this daemon.
+    let project = home.project(&["bench"], 10_000);
+    std::fs::write(project.join("eco.json"), serde_json::to_vec(&json!({ "apps": apps })).expect("json")).expect("eco.json");
+    let toml = std::fs::read_to_string(project.join("reconcile.toml")).expect("reconcile.toml");
+    let toml = toml.replacen("[project]\n", "[project]\necosystem = [\"eco.json\"]\n", 1);
+    std::fs::write(project.join("reconcile.toml"), format!("{toml}\n[policies.rules.log-files]\nseverity = \"off\"\n")).expect("toml");
+    let plan = time(runs, || {
+        let out = home.reconcile().args(["plan", "--format", "json"]).output().expect("reconcile plan");
+        assert_eq!(out.status.code(), Some(0), "plan must be empty: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    let (p_med, p_min, p_max) = stats(plan);
+    println!("planning {APPS} desired apps against the same daemon:");
+    println!("  reconcile plan                  {p_med:7.1} ms  ({p_min:.1}..{p_max:.1})");
+    println!("  ratio (pm2 jlist / plan)        {:7.1}x", j_med / p_med);
 
     // The floor: the daemon's own getMonitorData (pidusage + JSON.stringify), in-process.
     let rt = runtime().expect("runtime");

@@ -50,11 +50,16 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitStatus> {
 /// Everything up to the plan: load and check the desired state (refusing on errors,
 /// which are printed), read live state, diff. `None` when checks or conflicts refused.
 pub fn make(global: &GlobalArgs, project: &Project, env: Option<&str>) -> Result<Option<Plan>> {
+    // The live read is mostly waiting on the daemon (its getMonitorData samples every
+    // process), so it runs while the desired state is loaded and checked. It only
+    // reads; if the checks refuse, its result is dropped.
+    let source = live_source(global, Some(project))?;
+    let timeout = Duration::from_millis(project.settings.pm2.timeout_ms);
+    let reader = std::thread::spawn(move || crate::live::read(&source, timeout));
     let Some(desired) = desired_state(global, project, env)? else {
         return Ok(None);
     };
-    let source = live_source(global, Some(project))?;
-    let live = crate::live::read(&source, Duration::from_millis(project.settings.pm2.timeout_ms))?;
+    let live = reader.join().map_err(|_| anyhow::anyhow!("the live-state reader thread failed"))??;
     let settings = &project.settings;
     let redactor = Redactor::new(&settings.secrets.patterns);
     match plan::diff(&desired, &live, &settings.project.namespaces, &settings.safety, &redactor) {
