@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::desired::{DesiredApp, Host, extract_apps};
 use crate::live::{ExecMode, LiveOrigin, LiveProcess, LiveState, ProcessStatus};
