@@ -49,7 +49,7 @@ pub fn run(global: &GlobalArgs, args: &LintArgs) -> Result<ExitStatus> {
                         unloaded_sources.push(SourceFile::new(path, text));
                     }
                 }
-                findings.push(validate::load_error(&registry, &error));
+                findings.push(validate::load_error(&error));
             }
         }
     }

@@ -67,13 +67,7 @@ pub fn make(global: &GlobalArgs, project: &Project, env: Option<&str>) -> Result
             plan.project.clone_from(&settings.project.name);
             Ok(Some(plan))
         }
-        Err(conflicts) => {
-            let registry = Registry::load(&settings.policies, &project.root)?;
-            let findings: Vec<Diagnostic> = conflicts.iter().filter_map(|c| conflict_finding(&registry, c)).collect();
-            let summary = Summary::new(project.ecosystem_paths().len(), desired.len(), &findings);
-            report(&findings, &[], summary)?;
-            Ok(None)
-        }
+        Err(conflicts) => report_conflicts(project, &conflicts, desired.len()),
     }
 }
 
@@ -113,12 +107,7 @@ fn make_from_git(global: &GlobalArgs, project: &Project, env: Option<&str>, base
             plan.basis.git_dirty = dirty;
             Ok(Some(plan))
         }
-        Err(conflicts) => {
-            let registry = Registry::load(&settings.policies, &project.root)?;
-            let findings: Vec<Diagnostic> = conflicts.iter().filter_map(|c| conflict_finding(&registry, c)).collect();
-            report(&findings, &[], Summary::new(0, after.len(), &findings))?;
-            Ok(None)
-        }
+        Err(conflicts) => report_conflicts(project, &conflicts, after.len()),
     }
 }
 
@@ -158,7 +147,7 @@ fn desired_state_in(global: &GlobalArgs, project: &Project, env: Option<&str>, r
     for path in &files {
         match EcosystemFile::load(path, &options) {
             Ok(file) => loaded.push(file),
-            Err(error) => findings.push(validate::load_error(&registry, &error)),
+            Err(error) => findings.push(validate::load_error(&error)),
         }
     }
     let env = env.or(settings.project.env.as_deref());
@@ -198,6 +187,14 @@ fn report(findings: &[Diagnostic], sources: &[&crate::config::SourceFile], summa
     let mut stderr = anstream::stderr().lock();
     stderr.write_all(text.as_bytes())?;
     Ok(())
+}
+
+/// Prints conflicts as findings (stderr); the plan is refused.
+fn report_conflicts(project: &Project, conflicts: &[Conflict], apps: usize) -> Result<Option<Plan>> {
+    let registry = Registry::load(&project.settings.policies, &project.root)?;
+    let findings: Vec<Diagnostic> = conflicts.iter().filter_map(|c| conflict_finding(&registry, c)).collect();
+    report(&findings, &[], Summary::new(project.ecosystem_paths().len(), apps, &findings))?;
+    Ok(None)
 }
 
 fn conflict_finding(registry: &Registry, conflict: &Conflict) -> Option<Diagnostic> {

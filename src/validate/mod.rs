@@ -136,7 +136,7 @@ pub fn make(
 }
 
 /// A file that could not be loaded, as a `load` finding.
-pub fn load_error(registry: &Registry, error: &LoadError) -> Diagnostic {
+pub fn load_error(error: &LoadError) -> Diagnostic {
     let help = match error {
         LoadError::JsDisabled { .. } => "convert the file to JSON, YAML or TOML, or drop --no-js where running its code is safe",
         LoadError::TooLarge { .. } => "an ecosystem file is a few kilobytes; check that the right file is named",
@@ -159,7 +159,7 @@ pub fn load_error(registry: &Registry, error: &LoadError) -> Diagnostic {
         line: at.map_or(0, |l| l.line),
         column: at.map_or(0, |l| l.column),
         message,
-        help: registry.get("load").map_or_else(|| help.to_string(), |_| help.to_string()),
+        help: help.to_string(),
         app: None,
     }
 }
@@ -197,7 +197,7 @@ mod tests {
                         let ctx = Context { registry: &registry, env: example.env.as_deref(), owned: owned.as_deref() };
                         run(std::slice::from_ref(&file), ctx).1
                     }
-                    Err(error) => vec![load_error(&registry, &error)],
+                    Err(error) => vec![load_error(&error)],
                 };
                 let fired = diagnostics.iter().any(|d| d.rule == rule.id());
                 assert_eq!(fired, example.fails, "rule {} test {i}: {diagnostics:#?}", rule.id());
