@@ -140,6 +140,23 @@ fn a_truncated_reply_then_close_is_reported() {
 }
 
 #[test]
+fn a_daemon_that_dies_mid_call_is_reported_dead() {
+    // A daemon killed just as we connect: the connect succeeds, then the connection
+    // drops, and pm2.pid names a process that is gone.
+    let dir = short_tempdir();
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    std::fs::write(dir.path().join("pm2.pid"), pid.to_string()).unwrap();
+    fake_daemon(dir.path(), |mut s| {
+        let _ = read_request(&mut s);
+        drop(s);
+    });
+    let err = status_fault(dir.path());
+    assert!(err.contains(&format!("names pid {pid}, which is not running")), "{err}");
+}
+
+#[test]
 fn an_oversized_frame_is_rejected() {
     let dir = short_tempdir();
     fake_daemon(dir.path(), |mut s| {

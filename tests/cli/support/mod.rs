@@ -222,11 +222,17 @@ impl Pm2Home {
 
     /// Kills the daemon with SIGKILL (its apps keep running as orphans), leaving
     /// `pm2.pid` and the socket files behind: a dead daemon, as after a crash.
+    ///
+    /// Returns once every thread of the daemon has exited, not just its main one:
+    /// Node's main thread becomes a zombie first while its worker threads are still
+    /// being torn down, and until the last of them exits the process's descriptors,
+    /// the listening `rpc.sock` among them, stay open, so a connect still succeeds and
+    /// is then reset (observed: 3 ms idle, longer on a loaded host).
     pub fn kill_daemon_hard(&self) {
         let pid = self.daemon_pid().expect("pm2.pid");
         assert!(self.is_ours(pid), "pm2.pid names a process that is not this home's daemon");
         kill(pid, libc::SIGKILL);
-        self.wait_for(|| !alive(pid), "the daemon to die");
+        self.wait_for(|| !any_thread_alive(pid), "every thread of the daemon to exit");
     }
 
     /// Whether `pid` runs with `PM2_HOME=<this home>` (so it is ours to kill).
@@ -291,7 +297,18 @@ pub fn kill(pid: i32, signal: i32) {
 pub fn alive(pid: i32) -> bool {
     // A zombie still "exists"; look at /proc state as well.
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    running_state(&stat)
+}
+
+/// Whether any thread of process `pid` still runs (is neither a zombie nor dead).
+pub fn any_thread_alive(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().any(|task| std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| running_state(&stat)))
+}
+
+/// `/proc/.../stat` says neither zombie (`Z`) nor dead (`X`, `x`).
+fn running_state(stat: &str) -> bool {
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).is_some_and(|state| !matches!(state, 'Z' | 'X' | 'x'))
 }
 
 /// A process this test spawned itself; killed on drop.
