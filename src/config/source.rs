@@ -12,6 +12,10 @@ pub struct SourceFile {
     /// The whole text.
     pub text: Arc<str>,
     line_starts: Vec<usize>,
+    /// Whether each line is ASCII, so that its columns are byte offsets. Loaders ask
+    /// for the location of every node: counting characters from the line start each
+    /// time made a one-line (minified) file quadratic.
+    ascii_lines: Vec<bool>,
 }
 
 impl SourceFile {
@@ -20,7 +24,15 @@ impl SourceFile {
         let text: Arc<str> = text.into();
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Self { path: path.into(), text, line_starts }
+        let ascii_lines = line_starts
+            .iter()
+            .enumerate()
+            .map(|(i, &start)| {
+                let end = line_starts.get(i + 1).copied().unwrap_or(text.len());
+                text.as_bytes().get(start..end).is_some_and(<[u8]>::is_ascii)
+            })
+            .collect();
+        Self { path: path.into(), text, line_starts, ascii_lines }
     }
 
     /// The display path.
@@ -36,7 +48,11 @@ impl SourceFile {
             Err(i) => i - 1,
         };
         let start = self.line_starts[line_index];
-        let column = self.text.get(start..offset).map_or(offset - start, |s| s.chars().count()) + 1;
+        let column = if self.ascii_lines.get(line_index).copied().unwrap_or(false) {
+            offset - start + 1
+        } else {
+            self.text.get(start..offset).map_or(offset - start, |s| s.chars().count()) + 1
+        };
         Location { line: line_index + 1, column }
     }
 
@@ -116,6 +132,9 @@ mod tests {
         assert_eq!(file.location(4), Location { line: 2, column: 2 });
         assert_eq!(file.location(9), Location { line: 3, column: 1 });
         assert_eq!(file.line_text(2), Some("cdé"));
+        // Columns count characters on non-ASCII lines, bytes elsewhere.
+        assert_eq!(file.location(7), Location { line: 2, column: 4 });
+        assert_eq!(file.location(10), Location { line: 3, column: 2 });
         assert_eq!(file.line_text(4), None);
     }
 
