@@ -55,11 +55,13 @@ pub fn make(global: &GlobalArgs, project: &Project, env: Option<&str>) -> Result
     // reads; if the checks refuse, its result is dropped.
     let source = live_source(global, Some(project))?;
     let timeout = Duration::from_millis(project.settings.pm2.timeout_ms);
-    let reader = std::thread::spawn(move || crate::live::read(&source, timeout));
+    let reader = std::thread::spawn(move || crate::live::fetch(&source, timeout));
     let Some(desired) = desired_state(global, project, env)? else {
         return Ok(None);
     };
-    let live = reader.join().map_err(|_| anyhow::anyhow!("the live-state reader thread failed"))??;
+    tracing::debug!("desired state checked");
+    let live = reader.join().map_err(|_| anyhow::anyhow!("the live-state reader thread failed"))??.parse()?;
+    tracing::debug!("live state joined");
     let settings = &project.settings;
     let redactor = Redactor::new(&settings.secrets.patterns);
     match plan::diff(&desired, &live, &settings.project.namespaces, &settings.safety, &redactor) {
@@ -134,6 +136,7 @@ pub fn desired_state(global: &GlobalArgs, project: &Project, env: Option<&str>) 
 fn desired_state_in(global: &GlobalArgs, project: &Project, env: Option<&str>, resolve_in: Option<&Path>) -> Result<Option<Vec<DesiredApp>>> {
     let settings = &project.settings;
     let registry = Registry::load(&settings.policies, &project.root)?;
+    tracing::debug!("policies loaded");
     let files = project.ecosystem_paths();
     if files.is_empty() {
         anyhow::bail!("{}: [project] ecosystem names no files", project.path.display());
@@ -150,10 +153,12 @@ fn desired_state_in(global: &GlobalArgs, project: &Project, env: Option<&str>, r
             Err(error) => findings.push(validate::load_error(&error)),
         }
     }
+    tracing::debug!(files = loaded.len(), "ecosystem files loaded");
     let env = env.or(settings.project.env.as_deref());
     let ctx = Context { registry: &registry, env, owned: Some(&settings.project.namespaces) };
     let (found, checked) = validate::run(&loaded, ctx);
     findings.extend(checked);
+    tracing::debug!(findings = findings.len(), "checks run");
     let sources: Vec<_> = loaded.iter().map(|f| &f.source).collect();
     let summary = Summary::new(files.len(), found.iter().map(|f| f.apps.len()).sum(), &findings);
     report(&findings, &sources, summary)?;

@@ -10,6 +10,8 @@
 //! Limits are checked before anything is allocated, so an absurd length prefix is an
 //! error, not an allocation.
 
+use std::ops::Range;
+
 use serde_json::Value;
 
 /// The only protocol version PM2 7.x writes.
@@ -112,6 +114,15 @@ pub fn encode(args: &[Arg]) -> Result<Vec<u8>, AmpError> {
 /// and the number of bytes it used. An error means the stream is corrupt and must be
 /// dropped: AMP has no resynchronisation point.
 pub fn decode(buf: &[u8]) -> Result<Option<(Vec<Arg>, usize)>, AmpError> {
+    let Some((spans, used)) = decode_spans(buf)? else { return Ok(None) };
+    let args = spans.into_iter().map(|span| Arg::parse(&buf[span])).collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((args, used)))
+}
+
+/// The header pass of [`decode`]: where each argument of the first complete frame
+/// lies in `buf`, and the frame's length. Sizes are checked before anything is
+/// allocated.
+fn decode_spans(buf: &[u8]) -> Result<Option<(Vec<Range<usize>>, usize)>, AmpError> {
     let Some(&meta) = buf.first() else { return Ok(None) };
     let version = meta >> 4;
     if version != VERSION {
@@ -121,7 +132,6 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Vec<Arg>, usize)>, AmpError> {
     if argc == 0 {
         return Err(AmpError::NoArgs);
     }
-    // First pass: are all args here? Check sizes before allocating anything.
     let mut off = 1usize;
     let mut spans = Vec::with_capacity(argc);
     for _ in 0..argc {
@@ -140,8 +150,42 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Vec<Arg>, usize)>, AmpError> {
         spans.push(off..off + len);
         off += len;
     }
-    let args = spans.into_iter().map(|span| Arg::parse(&buf[span])).collect::<Result<Vec<_>, _>>()?;
-    Ok(Some((args, off)))
+    Ok(Some((spans, off)))
+}
+
+/// A complete frame whose arguments are still bytes: a large reply can then be read
+/// straight into typed values, without a `Value` tree in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFrame {
+    bytes: Vec<u8>,
+    spans: Vec<Range<usize>>,
+}
+
+impl RawFrame {
+    /// How many arguments the frame has (at least one).
+    pub fn arg_count(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Argument `index` as packed (with its `s:`/`j:` prefix).
+    pub fn arg(&self, index: usize) -> Option<&[u8]> {
+        self.spans.get(index).and_then(|span| self.bytes.get(span.clone()))
+    }
+
+    /// Argument `index` decoded.
+    pub fn decode_arg(&self, index: usize) -> Option<Result<Arg, AmpError>> {
+        self.arg(index).map(Arg::parse)
+    }
+
+    /// The text of a `j:` argument, not parsed yet.
+    pub fn json_arg(&self, index: usize) -> Option<&[u8]> {
+        self.arg(index).and_then(|bytes| bytes.strip_prefix(b"j:"))
+    }
+
+    /// Every argument decoded, as [`decode`] returns them.
+    pub fn into_args(self) -> Result<Vec<Arg>, AmpError> {
+        self.spans.iter().map(|span| Arg::parse(&self.bytes[span.clone()])).collect()
+    }
 }
 
 /// A growable read buffer that yields frames as they complete.
@@ -158,13 +202,16 @@ impl FrameBuffer {
 
     /// Takes the next complete frame, if any.
     pub fn next_frame(&mut self) -> Result<Option<Vec<Arg>>, AmpError> {
-        match decode(&self.buf)? {
-            Some((args, used)) => {
-                self.buf.drain(..used);
-                Ok(Some(args))
-            }
-            None => Ok(None),
-        }
+        self.next_raw_frame()?.map(RawFrame::into_args).transpose()
+    }
+
+    /// Takes the next complete frame without parsing its arguments. The frame's bytes
+    /// are moved out of the buffer, not copied (only what follows it is).
+    pub fn next_raw_frame(&mut self) -> Result<Option<RawFrame>, AmpError> {
+        let Some((spans, used)) = decode_spans(&self.buf)? else { return Ok(None) };
+        let rest = self.buf.split_off(used);
+        let bytes = std::mem::replace(&mut self.buf, rest);
+        Ok(Some(RawFrame { bytes, spans }))
     }
 
     /// Bytes waiting for the rest of their frame.
@@ -252,6 +299,22 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[1][1], Arg::Blob(vec![1, 2, 3]));
         assert_eq!(fb.pending(), 0);
+    }
+
+    #[test]
+    fn raw_frames_keep_arguments_as_bytes() {
+        let frame = encode(&[Arg::Json(json!({"args": [1]})), Arg::Str("id:1".into())]).unwrap();
+        let mut fb = FrameBuffer::default();
+        fb.extend(&frame);
+        fb.extend(&frame[..3]);
+        let raw = fb.next_raw_frame().unwrap().unwrap();
+        assert_eq!(raw.arg_count(), 2);
+        assert_eq!(raw.json_arg(0), Some(br#"{"args":[1]}"#.as_slice()));
+        assert_eq!(raw.json_arg(1), None, "an s: argument is not JSON");
+        assert_eq!(raw.decode_arg(1), Some(Ok(Arg::Str("id:1".into()))));
+        assert_eq!(raw.arg(2), None);
+        assert_eq!(fb.pending(), 3, "the next frame's first bytes stay");
+        assert_eq!(fb.next_raw_frame().unwrap(), None);
     }
 
     proptest! {

@@ -14,9 +14,9 @@ use serde_json::{Map, Value};
 
 use super::error::LiveError;
 use super::home::Pm2Home;
-use super::model::{DaemonInfo, ExecMode, LiveOrigin, LiveState, ProcessStatus, as_u64, normalize_owned};
+use super::model::{DaemonInfo, ExecMode, LiveOrigin, LiveState, ProcessStatus, RawList, as_u64, normalize_raw};
 use super::resolve::ResolvedApp;
-use super::rpc::{Call, NotifyAction, RpcConnection, WatchedAction};
+use super::rpc::{Call, NotifyAction, Reply, RpcConnection, WatchedAction};
 
 /// The PM2 versions whose protocol and hazards reconcile has verified.
 pub const SUPPORTED_VERSIONS: &str = "7.x";
@@ -82,15 +82,34 @@ impl Pm2Client {
     /// `getMonitorData` are pipelined (all three are read-only and take `{}` in every
     /// PM2 version), and the version is checked before anything else is used.
     pub async fn connect_and_list(home: &Pm2Home, timeout: Duration) -> Result<(Self, LiveState), LiveError> {
+        let (conn, replies) = Self::request_list(home, timeout).await?;
+        let (client, list) = Self::from_list_replies(conn, home, replies)?;
+        let state = client.state_from(list)?;
+        Ok((client, state))
+    }
+
+    /// The I/O half of [`Pm2Client::connect_and_list`]: the three replies, unparsed.
+    pub(crate) async fn request_list(home: &Pm2Home, timeout: Duration) -> Result<(RpcConnection, Vec<Reply>), LiveError> {
         let mut conn = RpcConnection::connect(home, timeout).await?;
         let calls = [Call::get_version(), Call::get_report(), Call::get_monitor_data()];
-        let mut replies = conn.pipeline(&calls, timeout).await?.into_iter();
-        let mut next = |method| replies.next().unwrap_or(Err(LiveError::BadReply { method, detail: "no reply".into() }));
-        let version = next("getVersion")?;
+        let replies = conn.pipeline(&calls, timeout).await?;
+        Ok((conn, replies))
+    }
+
+    /// The parsing half: checks the version, keeps the report, reads the list.
+    pub(crate) fn from_list_replies(conn: RpcConnection, home: &Pm2Home, replies: Vec<Reply>) -> Result<(Self, RawList), LiveError> {
+        let mut replies = replies.into_iter();
+        let mut next = |method| replies.next().ok_or(LiveError::BadReply { method, detail: "no reply".into() });
+        let version = next("getVersion")?.args()?;
         let mut client = Self::checked(conn, home, &version)?;
-        client.set_report(next("getReport")?);
-        let state = client.state_from(next("getMonitorData")?)?;
-        Ok((client, state))
+        client.set_report(next("getReport")?.args()?);
+        let list = next("getMonitorData")?.first_arg::<RawList>()?;
+        Ok((client, list.unwrap_or_default()))
+    }
+
+    /// The process list from [`Pm2Client::from_list_replies`], normalized.
+    pub(crate) fn state_from_list(&self, list: RawList) -> Result<LiveState, LiveError> {
+        self.state_from(list)
     }
 
     fn checked(conn: RpcConnection, home: &Pm2Home, version_reply: &[Value]) -> Result<Self, LiveError> {
@@ -149,14 +168,17 @@ impl Pm2Client {
     /// Reads the whole process list (`getMonitorData`), normalized.
     pub async fn list(&mut self) -> Result<LiveState, LiveError> {
         self.load_report().await?;
-        let reply = self.conn.call(&Call::get_monitor_data()).await?;
-        self.state_from(reply)
+        let mut replies = self.conn.pipeline(&[Call::get_monitor_data()], self.conn.timeout()).await?;
+        let list = replies.pop().map(|r| r.first_arg::<RawList>()).transpose()?.flatten();
+        self.state_from(list.unwrap_or_default())
     }
 
-    fn state_from(&self, reply: Vec<Value>) -> Result<LiveState, LiveError> {
-        let list = reply.into_iter().next().unwrap_or(Value::Array(Vec::new()));
-        let processes = normalize_owned(list, self.daemon_env.as_ref())
+    /// `getMonitorData`'s list, read into [`RawList`] (not a `Value` tree: see there
+    /// for the measurements), normalized.
+    fn state_from(&self, list: RawList) -> Result<LiveState, LiveError> {
+        let processes = normalize_raw(list, self.daemon_env.as_ref())
             .map_err(|e| LiveError::BadReply { method: "getMonitorData", detail: e.to_string() })?;
+        tracing::debug!(processes = processes.len(), "process list normalized");
         Ok(LiveState {
             origin: LiveOrigin::Daemon { home: self.home.dir.clone() },
             daemon: Some(self.daemon.clone()),

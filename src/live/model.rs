@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -243,7 +244,21 @@ const LIFTED: &[&str] = &[
 ];
 
 /// Env keys PM2 itself adds to every app (pm2-internals.md §5).
-const PM2_ADDED_ENV: &[&str] = &["PM2_HOME", "PM2_USAGE", "PM2_JSON_PROCESSING", "unique_id", "NODE_APP_INSTANCE", "PM2_PROGRAMMATIC"];
+///
+/// `PM2_INTERACTOR_PROCESSING`: when a `pm2` command has to launch the daemon first
+/// (`pm2 start eco.config.js` on a fresh host), the CLI sets it in its own env
+/// (`InteractorClient.launchAndInteract`) after the daemon was spawned and before the
+/// apps are sent, so every app of that first start carries it and the daemon does not
+/// (observed with pm2 7.0.4).
+const PM2_ADDED_ENV: &[&str] = &[
+    "PM2_HOME",
+    "PM2_USAGE",
+    "PM2_JSON_PROCESSING",
+    "PM2_INTERACTOR_PROCESSING",
+    "unique_id",
+    "NODE_APP_INSTANCE",
+    "PM2_PROGRAMMATIC",
+];
 
 /// Shell variables that are never an app's own setting; used when the daemon's env
 /// is unknown (snapshots).
@@ -253,6 +268,33 @@ const SHELL_ENV: &[&str] = &[
 ];
 const SHELL_ENV_PREFIXES: &[&str] = &["LC_", "XDG_", "SSH_", "NVM_", "npm_", "DBUS_", "CARGO_", "RUSTUP_"];
 
+/// Visitor methods that accept any scalar (and null) as `$none`.
+macro_rules! lenient_scalars {
+    ($none:expr) => {
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+    };
+}
+
 /// Normalizes a whole `getMonitorData` / `pm2 jlist` list.
 ///
 /// `daemon_env` is `getReport().env` when known; it sharpens the set/inherited split.
@@ -260,37 +302,396 @@ pub fn normalize_list(list: &Value, daemon_env: Option<&Map<String, Value>>) -> 
     normalize_owned(list.clone(), daemon_env)
 }
 
-/// [`normalize_list`], consuming the list (moves values instead of cloning them:
-/// the list for 100 apps is ~400 KB of JSON, mostly env).
+/// [`normalize_list`], consuming the list.
 pub fn normalize_owned(list: Value, daemon_env: Option<&Map<String, Value>>) -> Result<Vec<LiveProcess>, ModelError> {
     let Value::Array(items) = list else { return Err(ModelError::NotAList) };
+    let entries = items
+        .into_iter()
+        .map(|item| IfObject::<RawEntry>::deserialize(item).map(|e| e.0))
+        .collect::<Result<Vec<_>, _>>()
+        // Every value is accepted by the lenient readers below; this cannot fail.
+        .map_err(|_| ModelError::NotAList)?;
+    normalize_raw(RawList(Some(entries)), daemon_env)
+}
+
+/// The process list as it arrives (`getMonitorData`'s reply, or `pm2 jlist`), read
+/// straight from the bytes by `serde` without building a `Value` tree first.
+///
+/// Why: for 100 apps the list is ~430 KB, mostly env (every variable twice: in
+/// `pm2_env.env` and copied to the top of `pm2_env`). Parsing it into `Value`
+/// (an insertion-ordered hash map per object) and then picking it apart took 3-5 ms
+/// of the ~15 ms `reconcile status` run, as long as the daemon's own work; reading
+/// into these types takes about a third of that (benches/live_read.rs).
+///
+/// The readers are lenient where the normalizer was: an entry that is not an object,
+/// or a `pm2_env` that is not one, is kept as "missing" so that [`normalize_raw`]
+/// reports it with its index; any other value shape is kept as a `Value`.
+#[derive(Debug)]
+pub struct RawList(Option<Vec<Option<RawEntry>>>);
+
+impl Default for RawList {
+    /// An empty list (what a daemon that sent no list has).
+    fn default() -> Self {
+        RawList(Some(Vec::new()))
+    }
+}
+
+impl<'de> Deserialize<'de> for RawList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = RawList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a process list")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawList, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(16));
+                while let Some(IfObject(entry)) = seq.next_element::<IfObject<RawEntry>>()? {
+                    items.push(entry);
+                }
+                Ok(RawList(Some(items)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawList, A::Error> {
+                skip_map(map)?;
+                Ok(RawList(None))
+            }
+            lenient_scalars!(RawList(None));
+        }
+        d.deserialize_any(ListVisitor)
+    }
+}
+
+/// One entry of the list: the fields reconcile reads, by name.
+#[derive(Debug, Default)]
+pub struct RawEntry {
+    pm_id: Option<Value>,
+    name: Option<Value>,
+    pid: Option<Value>,
+    monit: Option<Value>,
+    pm2_env: Option<RawPm2Env>,
+}
+
+impl<'de> FromObject<'de> for RawEntry {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut entry = RawEntry::default();
+        while let Some(key) = map.next_key::<KeyName<'de>>()? {
+            match key.as_str() {
+                "pm_id" => entry.pm_id = Some(map.next_value()?),
+                "name" => entry.name = Some(map.next_value()?),
+                "pid" => entry.pid = Some(map.next_value()?),
+                "monit" => entry.monit = Some(map.next_value()?),
+                "pm2_env" => entry.pm2_env = map.next_value::<IfObject<RawPm2Env>>()?.0,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(entry)
+    }
+}
+
+/// `pm2_env`: the [`LIFTED`] fields in slots, `env` sorted by key, the rest in order.
+#[derive(Debug)]
+pub struct RawPm2Env {
+    lifted: [Option<Value>; LIFTED.len()],
+    env: SortedEnv,
+    rest: Vec<(String, Value)>,
+    /// How many of `rest` were read before `env` (and so not compared with it yet).
+    rest_before_env: usize,
+}
+
+impl<'de> FromObject<'de> for RawPm2Env {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut raw = RawPm2Env {
+            lifted: [const { None }; LIFTED.len()],
+            env: SortedEnv::default(),
+            rest: Vec::with_capacity(96),
+            rest_before_env: 0,
+        };
+        while let Some(key) = map.next_key::<KeyName<'de>>()? {
+            if key.as_str() == "env" {
+                raw.env = map.next_value::<IfObject<SortedEnv>>()?.0.unwrap_or_default();
+                raw.rest_before_env = raw.rest.len();
+            } else if let Some(slot) = lifted_slot(key.as_str()) {
+                raw.lifted[slot] = Some(map.next_value()?);
+            } else if let Some(copy_of) = raw.env.copy_of(key.as_str()) {
+                // executeApp copies every scalar env entry to the top level of pm2_env
+                // (after `env`, in PM2's order): compare such a copy in place instead of
+                // allocating it, and keep it only if it differs (then it is an option).
+                if let Some(value) = map.next_value_seed(UnlessEqual(copy_of))? {
+                    raw.rest.push((key.into_string(), value));
+                }
+            } else {
+                raw.rest.push((key.into_string(), map.next_value()?));
+            }
+        }
+        Ok(raw)
+    }
+}
+
+impl RawPm2Env {
+    fn take(&mut self, key: &str) -> Option<Value> {
+        lifted_slot(key).and_then(|slot| self.lifted[slot].take())
+    }
+
+    fn get(&self, key: &str) -> Option<&Value> {
+        lifted_slot(key).and_then(|slot| self.lifted[slot].as_ref())
+    }
+}
+
+/// The index of a key in [`LIFTED`] (a `match`: this runs for each of the ~80 keys
+/// of every `pm2_env`, where a linear search of string compares showed in profiles).
+fn lifted_slot(key: &str) -> Option<usize> {
+    Some(match key {
+        "pm_id" => 0,
+        "name" => 1,
+        "namespace" => 2,
+        "status" => 3,
+        "restart_time" => 4,
+        "unstable_restarts" => 5,
+        "pm_uptime" => 6,
+        "created_at" => 7,
+        "exec_mode" => 8,
+        "pm_exec_path" => 9,
+        "pm_cwd" => 10,
+        "args" => 11,
+        "node_args" => 12,
+        "exec_interpreter" => 13,
+        "instances" => 14,
+        "pm_out_log_path" => 15,
+        "pm_err_log_path" => 16,
+        "pm_log_path" => 17,
+        "pm_pid_path" => 18,
+        "env" => 19,
+        SPEC_HASH_KEY => 20,
+        _ => return None,
+    })
+}
+
+/// `pm2_env.env` in the order PM2 wrote it, with an index sorted by key (unique keys:
+/// the last one written wins). Cheaper to build than a tree; searched by bisection;
+/// turned into the `BTreeMap`s of [`LiveProcess`] by a bulk build.
+#[derive(Debug, Default)]
+struct SortedEnv {
+    entries: Vec<(String, Value)>,
+    sorted: Vec<usize>,
+    /// Where the next top-level copy is expected (see [`SortedEnv::copy_of`]).
+    cursor: usize,
+}
+
+impl SortedEnv {
+    fn from_entries(entries: Vec<(String, Value)>) -> Self {
+        let mut sorted: Vec<usize> = (0..entries.len()).rev().collect();
+        // Stable sort of the reversed positions, then dedup: the last duplicate survives.
+        sorted.sort_by(|&a, &b| entries[a].0.cmp(&entries[b].0));
+        sorted.dedup_by(|later, earlier| entries[*later].0 == entries[*earlier].0);
+        SortedEnv { entries, sorted, cursor: 0 }
+    }
+
+    fn get(&self, key: &str) -> Option<&Value> {
+        let at = self.sorted.binary_search_by(|&i| self.entries[i].0.as_str().cmp(key)).ok()?;
+        Some(&self.entries[self.sorted[at]].1)
+    }
+
+    /// The env value a top-level `pm2_env` key copies, if it is one. PM2 copies env
+    /// to the top level in env's own order, so the entry after the last copy is tried
+    /// first (one compare instead of a bisection: this lookup ran for every key of
+    /// every process and showed in profiles).
+    fn copy_of(&mut self, key: &str) -> Option<&Value> {
+        match self.entries.get(self.cursor) {
+            Some((next, _)) if next == key && self.sorted.len() == self.entries.len() => {
+                self.cursor += 1;
+                self.entries.get(self.cursor - 1).map(|(_, v)| v)
+            }
+            _ => self.get(key),
+        }
+    }
+
+    /// The entries in key order.
+    fn into_sorted(self) -> impl Iterator<Item = (String, Value)> {
+        let mut slots: Vec<Option<(String, Value)>> = self.entries.into_iter().map(Some).collect();
+        self.sorted.into_iter().filter_map(move |i| slots.get_mut(i).and_then(Option::take))
+    }
+}
+
+impl<'de> FromObject<'de> for SortedEnv {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(48));
+        while let Some(key) = map.next_key::<String>()? {
+            entries.push((key, map.next_value()?));
+        }
+        Ok(SortedEnv::from_entries(entries))
+    }
+}
+
+/// The daemon's env (`getReport().env`), sorted by key for bisection.
+struct DaemonEnv<'a>(Vec<(&'a str, &'a Value)>);
+
+impl<'a> DaemonEnv<'a> {
+    fn new(env: &'a Map<String, Value>) -> Self {
+        let mut entries: Vec<_> = env.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        DaemonEnv(entries)
+    }
+
+}
+
+/// Reads a value unless it equals the given one (strings are compared without
+/// allocating); `None` when equal.
+struct UnlessEqual<'a>(&'a Value);
+
+impl<'de> DeserializeSeed<'de> for UnlessEqual<'_> {
+    type Value = Option<Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
+        let Value::String(expected) = self.0 else {
+            let value = Value::deserialize(d)?;
+            return Ok((value != *self.0).then_some(value));
+        };
+        struct StrVisitor<'a>(&'a str);
+        impl<'de> Visitor<'de> for StrVisitor<'_> {
+            type Value = Option<Value>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Option<Value>, E> {
+                Ok((v != self.0).then(|| Value::String(v.to_string())))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Option<Value>, E> {
+                Ok(Some(Value::Bool(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Option<Value>, E> {
+                Ok(Some(Value::from(v)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Option<Value>, E> {
+                Ok(Some(Value::from(v)))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Option<Value>, E> {
+                Ok(Some(Value::from(v)))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Option<Value>, E> {
+                Ok(Some(Value::Null))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<Value>, A::Error> {
+                let value = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Some(value))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<Value>, A::Error> {
+                let value = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Some(value))
+            }
+        }
+        d.deserialize_any(StrVisitor(expected))
+    }
+}
+
+/// A type read from a JSON object.
+trait FromObject<'de>: Sized {
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+}
+
+/// `Some(T)` from an object; `None` from any other JSON value (which is consumed).
+struct IfObject<T>(Option<T>);
+
+impl<'de, T: FromObject<'de>> Deserialize<'de> for IfObject<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: FromObject<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = IfObject<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<IfObject<T>, A::Error> {
+                T::from_map(map).map(|t| IfObject(Some(t)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IfObject<T>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(IfObject(None))
+            }
+            lenient_scalars!(IfObject(None));
+        }
+        d.deserialize_any(ObjectVisitor(std::marker::PhantomData))
+    }
+}
+
+/// A map key, borrowed from the input when it has no escapes.
+enum KeyName<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl KeyName<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            KeyName::Borrowed(s) => s,
+            KeyName::Owned(s) => s,
+        }
+    }
+
+    fn into_string(self) -> String {
+        match self {
+            KeyName::Borrowed(s) => s.to_string(),
+            KeyName::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyName<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = KeyName<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<KeyName<'de>, E> {
+                Ok(KeyName::Borrowed(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KeyName<'de>, E> {
+                Ok(KeyName::Owned(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<KeyName<'de>, E> {
+                Ok(KeyName::Owned(v))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// Normalizes a list read by [`RawList`].
+pub fn normalize_raw(list: RawList, daemon_env: Option<&Map<String, Value>>) -> Result<Vec<LiveProcess>, ModelError> {
+    let Some(items) = list.0 else { return Err(ModelError::NotAList) };
+    let daemon_env = daemon_env.map(DaemonEnv::new);
     let mut out = items
         .into_iter()
         .enumerate()
-        .map(|(index, item)| normalize_one(index, item, daemon_env))
+        .map(|(index, item)| normalize_one(index, item, daemon_env.as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
     out.sort_by_key(|p| p.pm_id);
     Ok(out)
 }
 
-fn normalize_one(index: usize, item: Value, daemon_env: Option<&Map<String, Value>>) -> Result<LiveProcess, ModelError> {
-    let Value::Object(mut item) = item else { return Err(ModelError::NoEnv { index }) };
-    let Some(Value::Object(mut pm2_env)) = item.remove("pm2_env") else { return Err(ModelError::NoEnv { index }) };
-    let pm_id = item.get("pm_id").or_else(|| pm2_env.get("pm_id")).and_then(as_u64).ok_or(ModelError::NoId { index })?;
+fn normalize_one(index: usize, item: Option<RawEntry>, daemon_env: Option<&DaemonEnv<'_>>) -> Result<LiveProcess, ModelError> {
+    let Some(item) = item else { return Err(ModelError::NoEnv { index }) };
+    let Some(mut pm2_env) = item.pm2_env else { return Err(ModelError::NoEnv { index }) };
+    let pm_id = item.pm_id.as_ref().or_else(|| pm2_env.get("pm_id")).and_then(as_u64).ok_or(ModelError::NoId { index })?;
     let name = item
-        .get("name")
+        .name
+        .as_ref()
         .or_else(|| pm2_env.get("name"))
         .and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_number().map(ToString::to_string)))
         .ok_or(ModelError::NoName { index })?;
-    let pid = item.get("pid").and_then(as_u64).and_then(|p| u32::try_from(p).ok()).filter(|&p| p != 0);
-    let monit = item.get("monit").and_then(|m| {
+    let pid = item.pid.as_ref().and_then(as_u64).and_then(|p| u32::try_from(p).ok()).filter(|&p| p != 0);
+    let monit = item.monit.as_ref().and_then(|m| {
         Some(Monit { memory: m.get("memory").and_then(as_u64)?, cpu: m.get("cpu").and_then(Value::as_f64).unwrap_or(0.0) })
     });
-    let env = match pm2_env.remove("env") {
-        Some(Value::Object(env)) => env,
-        _ => Map::new(),
-    };
-    let mut take = |key: &str| pm2_env.remove(key);
+    let env = std::mem::take(&mut pm2_env.env);
+    let mut take = |key: &str| pm2_env.take(key);
     let string = |v: Option<Value>| match v {
         Some(Value::String(s)) => Some(s),
         _ => None,
@@ -315,14 +716,16 @@ fn normalize_one(index: usize, item: Value, daemon_env: Option<&Map<String, Valu
     let pid_file = path(take("pm_pid_path"));
     let spec_hash =
         string(take(SPEC_HASH_KEY)).or_else(|| env.get(SPEC_HASH_ENV).and_then(Value::as_str).map(str::to_string));
-    let options = pm2_env
+    let unchecked = pm2_env.rest_before_env;
+    let options = std::mem::take(&mut pm2_env.rest)
         .into_iter()
-        .filter(|(k, _)| !LIFTED.contains(&k.as_str()))
+        .enumerate()
         // executeApp copies every scalar env entry to the top level of pm2_env: those
-        // copies are env, not options.
-        .filter(|(k, v)| env.get(k.as_str()) != Some(v))
+        // copies are env, not options. Those read after `env` were dropped while reading.
+        .filter(|(i, (k, v))| *i >= unchecked || env.get(k.as_str()) != Some(v))
+        .map(|(_, kv)| kv)
         .collect();
-    let (env_set, env_inherited) = split_env_owned(&name, env, daemon_env);
+    let (env_set, env_inherited) = split_sorted(&name, env, daemon_env);
     Ok(LiveProcess {
         pm_id,
         name,
@@ -365,31 +768,38 @@ pub fn split_env(
     env: &Map<String, Value>,
     daemon_env: Option<&Map<String, Value>>,
 ) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
-    split_env_owned(name, env.clone(), daemon_env)
+    let env = SortedEnv::from_entries(env.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    split_sorted(name, env, daemon_env.map(DaemonEnv::new).as_ref())
 }
 
-fn split_env_owned(
+fn split_sorted(
     name: &str,
-    env: Map<String, Value>,
-    daemon_env: Option<&Map<String, Value>>,
+    env: SortedEnv,
+    daemon_env: Option<&DaemonEnv<'_>>,
 ) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
-    let mut set = BTreeMap::new();
-    let mut inherited = BTreeMap::new();
-    for (key, value) in env {
+    let mut set = Vec::new();
+    let mut inherited = Vec::new();
+    // Both lists are sorted: walk the daemon's env alongside (a merge, not a search).
+    let mut daemon = daemon_env.map(|d| d.0.iter().peekable());
+    for (key, value) in env.into_sorted() {
         let pm2_added = PM2_ADDED_ENV.contains(&key.as_str())
             || key == SPEC_HASH_ENV
             || (key == name && value.as_str() == Some("{}"));
-        let from_daemon = match daemon_env {
-            Some(denv) => denv.get(&key).is_some_and(|d| same_env_value(d, &value)),
+        let from_daemon = match daemon.as_mut() {
+            Some(daemon) => {
+                while daemon.next_if(|(k, _)| *k < key.as_str()).is_some() {}
+                daemon.peek().is_some_and(|(k, d)| *k == key.as_str() && same_env_value(d, &value))
+            }
             None => SHELL_ENV.contains(&key.as_str()) || SHELL_ENV_PREFIXES.iter().any(|p| key.starts_with(p)),
         };
         if pm2_added || from_daemon {
-            inherited.insert(key, value);
+            inherited.push((key, value));
         } else {
-            set.insert(key, value);
+            set.push((key, value));
         }
     }
-    (set, inherited)
+    // Both are sorted already: collecting is a bulk build.
+    (set.into_iter().collect(), inherited.into_iter().collect())
 }
 
 /// Env values from the daemon are strings; an app's may be numbers or booleans.
@@ -488,6 +898,37 @@ mod tests {
         assert_eq!(p.namespace, "default");
         assert_eq!(p.exec_mode, ExecMode::Fork);
         assert_eq!(p.uptime_ms(10), None);
+    }
+
+    #[test]
+    fn lifted_slots_match_the_list() {
+        for (i, key) in LIFTED.iter().enumerate() {
+            assert_eq!(lifted_slot(key), Some(i), "{key}");
+        }
+        assert_eq!(lifted_slot("PATH"), None);
+    }
+
+    #[test]
+    fn env_copies_that_differ_are_options_and_duplicates_keep_the_last() {
+        let list = br#"[{"name": "a", "pm_id": 1, "pm2_env": {"env": {"A": "1", "B": "x", "B": "y", "N": 5},
+            "A": "1", "B": "other", "N": 5, "kill_timeout": 3000}}]"#;
+        let raw: RawList = serde_json::from_slice(list).unwrap();
+        let p = &normalize_raw(raw, None).unwrap()[0];
+        assert_eq!(p.env_set.get("B"), Some(&json!("y")));
+        assert_eq!(p.options.get("B"), Some(&json!("other")), "a top-level value unlike env's is an option");
+        assert!(!p.options.contains_key("A") && !p.options.contains_key("N"), "copies of env are not options");
+        assert_eq!(p.option_u64("kill_timeout"), Some(3000));
+    }
+
+    #[test]
+    fn bytes_and_values_normalize_alike() {
+        let text = json!([entry()]).to_string();
+        let from_bytes = normalize_raw(serde_json::from_str(&text).unwrap(), None).unwrap();
+        assert_eq!(from_bytes, normalize_list(&json!([entry()]), None).unwrap());
+        let odd: RawList = serde_json::from_str(r#"[1, {"pm2_env": "x"}]"#).unwrap();
+        assert_eq!(normalize_raw(odd, None), Err(ModelError::NoEnv { index: 0 }));
+        let not_a_list: RawList = serde_json::from_str(r#"{"a": 1}"#).unwrap();
+        assert_eq!(normalize_raw(not_a_list, None), Err(ModelError::NotAList));
     }
 
     #[test]

@@ -17,12 +17,16 @@
 
 use std::time::Duration;
 
+use std::marker::PhantomData;
+use std::path::PathBuf;
+
+use serde::de::{Deserialize, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::amp::{self, Arg, FrameBuffer};
+use super::amp::{self, AmpError, Arg, FrameBuffer, RawFrame};
 use super::error::LiveError;
-use super::home::{Endpoint, Pm2Home};
+use super::home::{Endpoint, Pm2Home, daemon_alive};
 
 /// One RPC request, in exactly the shape the daemon expects.
 #[derive(Debug, Clone, PartialEq)]
@@ -198,6 +202,8 @@ pub struct RpcConnection {
     id_prefix: String,
     next_id: u64,
     poisoned: bool,
+    /// `pm2.pid`, to tell a daemon that died mid-call from a dropped connection.
+    pid_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for RpcConnection {
@@ -218,6 +224,7 @@ impl RpcConnection {
             id_prefix: format!("reconcile-{}", std::process::id()),
             next_id: 0,
             poisoned: false,
+            pid_file: Some(home.pid_file()),
         })
     }
 
@@ -236,14 +243,17 @@ impl RpcConnection {
     /// [`RpcConnection::call`] with an explicit deadline (stops wait for `kill_timeout`).
     pub async fn call_within(&mut self, call: &Call, deadline: Duration) -> Result<Vec<Value>, LiveError> {
         let mut replies = self.pipeline(std::slice::from_ref(call), deadline).await?;
-        replies.pop().unwrap_or_else(|| Err(LiveError::BadReply { method: call.method(), detail: "no reply".into() }))
+        match replies.pop() {
+            Some(reply) => reply.args(),
+            None => Err(LiveError::BadReply { method: call.method(), detail: "no reply".into() }),
+        }
     }
 
     /// Sends several read calls in one write and waits for every reply (the daemon
     /// answers pipelined calls, possibly out of order; replies are matched by id).
     /// One deadline covers them all. Transport faults fail the whole batch; each
-    /// call's own `{"error"}` is its own result.
-    pub async fn pipeline(&mut self, calls: &[Call], deadline: Duration) -> Result<Vec<Result<Vec<Value>, LiveError>>, LiveError> {
+    /// reply is parsed (and its `{"error"}` reported) by its own [`Reply`].
+    pub async fn pipeline(&mut self, calls: &[Call], deadline: Duration) -> Result<Vec<Reply>, LiveError> {
         let method = calls.first().map_or("none", Call::method);
         if self.poisoned {
             return Err(LiveError::Closed { method, path: self.path.clone() });
@@ -262,27 +272,53 @@ impl RpcConnection {
         self.poisoned = true;
         let bodies = match tokio::time::timeout(deadline, self.exchange(calls, &frames, &ids)).await {
             Err(_) => return Err(LiveError::Timeout { method, path: self.path.clone(), after: deadline }),
-            Ok(bodies) => bodies?,
+            Ok(Err(err)) => return Err(self.diagnose_drop(err)),
+            Ok(Ok(bodies)) => bodies,
         };
         self.poisoned = false;
         tracing::debug!(method, "rpc reply");
-        Ok(calls.iter().zip(bodies).map(|(call, body)| parse_reply(call.method(), body)).collect())
+        Ok(calls
+            .iter()
+            .zip(bodies)
+            .map(|(call, frame)| Reply { method: call.method(), path: self.path.clone(), frame })
+            .collect())
     }
 
-    async fn exchange(&mut self, calls: &[Call], frames: &[u8], ids: &[String]) -> Result<Vec<Value>, LiveError> {
+    /// A connection that drops mid-call while `pm2.pid` names a dead daemon: the
+    /// daemon died under us (as when it is killed: its listening socket outlives the
+    /// main thread for a few milliseconds, so a connect can still succeed and is
+    /// then reset). Say that, rather than "connection reset".
+    fn diagnose_drop(&self, err: LiveError) -> LiveError {
+        let dropped = match &err {
+            LiveError::Closed { .. } => true,
+            LiveError::Io { source, .. } => {
+                matches!(source.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe)
+            }
+            _ => false,
+        };
+        let Some(pid_file) = self.pid_file.as_ref().filter(|_| dropped) else { return err };
+        let pid = std::fs::read_to_string(pid_file).ok().and_then(|text| text.trim().parse::<i64>().ok());
+        match pid {
+            Some(pid) if !daemon_alive(pid) => LiveError::StalePid { pid, pid_file: pid_file.clone() },
+            _ => err,
+        }
+    }
+
+    async fn exchange(&mut self, calls: &[Call], frames: &[u8], ids: &[String]) -> Result<Vec<RawFrame>, LiveError> {
         let method = calls.first().map_or("none", Call::method);
         let io_err = |path: &str, source| LiveError::Io { method, path: path.to_string(), source };
         self.io.write_all(frames).await.map_err(|e| io_err(&self.path, e))?;
         self.io.flush().await.map_err(|e| io_err(&self.path, e))?;
-        let mut bodies: Vec<Option<Value>> = vec![None; ids.len()];
+        let mut bodies: Vec<Option<RawFrame>> = vec![None; ids.len()];
         let mut missing = ids.len();
         let mut chunk = vec![0u8; 256 * 1024];
         loop {
-            while let Some(mut args) =
-                self.buf.next_frame().map_err(|source| LiveError::Frame { path: self.path.clone(), source })?
+            while let Some(frame) =
+                self.buf.next_raw_frame().map_err(|source| LiveError::Frame { path: self.path.clone(), source })?
             {
                 // REP echoes our id as the last arg, in the encoding we sent.
-                let reply_id = match args.pop() {
+                let last = frame.arg_count().checked_sub(1).and_then(|i| frame.decode_arg(i)).transpose();
+                let reply_id = match last.map_err(|source| LiveError::Frame { path: self.path.clone(), source })? {
                     Some(Arg::Str(s) | Arg::Json(Value::String(s))) => s,
                     other => {
                         tracing::debug!(?other, "skipping a reply without a string id");
@@ -293,18 +329,16 @@ impl RpcConnection {
                     tracing::debug!(reply_id, "skipping a reply for another request");
                     continue;
                 };
-                let body = match args.into_iter().next() {
-                    Some(Arg::Json(v)) => v,
-                    other => {
-                        let method = calls[slot].method();
-                        return Err(LiveError::BadReply { method, detail: format!("reply body is {other:?}") });
-                    }
-                };
-                if bodies[slot].replace(body).is_none() {
+                if frame.arg_count() < 2 || frame.json_arg(0).is_none() {
+                    let method = calls[slot].method();
+                    let first = frame.arg_count().checked_sub(1).filter(|&i| i > 0).map(|_| frame.decode_arg(0));
+                    return Err(LiveError::BadReply { method, detail: format!("reply body is {first:?}") });
+                }
+                if bodies[slot].replace(frame).is_none() {
                     missing -= 1;
                 }
                 if missing == 0 {
-                    return Ok(bodies.into_iter().map(|b| b.unwrap_or(Value::Null)).collect());
+                    return Ok(bodies.into_iter().flatten().collect());
                 }
             }
             let n = self.io.read(&mut chunk).await.map_err(|e| io_err(&self.path, e))?;
@@ -317,18 +351,124 @@ impl RpcConnection {
     }
 }
 
+/// One reply, its body not parsed yet: small replies become `Value`s
+/// ([`Reply::args`]), the process list is read straight into its own types
+/// ([`Reply::first_arg`]).
+#[derive(Debug)]
+pub struct Reply {
+    method: &'static str,
+    path: String,
+    frame: RawFrame,
+}
+
+impl Reply {
+    /// The method this answers.
+    pub fn method(&self) -> &'static str {
+        self.method
+    }
+
+    fn body(&self) -> &[u8] {
+        // `exchange` only keeps frames whose first argument is JSON.
+        self.frame.json_arg(0).unwrap_or(b"null")
+    }
+
+    fn json_error(&self, err: &serde_json::Error) -> LiveError {
+        match err.classify() {
+            serde_json::error::Category::Data => LiveError::BadReply { method: self.method, detail: err.to_string() },
+            _ => LiveError::Frame { path: self.path.clone(), source: AmpError::BadJson { message: err.to_string() } },
+        }
+    }
+
+    /// `{"args":[...]}` on success, `{"error": ...}` on failure: the callback
+    /// arguments after `err`, or the daemon's error.
+    pub fn args(self) -> Result<Vec<Value>, LiveError> {
+        let body: Value = serde_json::from_slice(self.body()).map_err(|e| self.json_error(&e))?;
+        parse_reply(self.method, body)
+    }
+
+    /// The first callback argument read straight into `T` (`None` when the daemon
+    /// sent none), or the daemon's error.
+    pub fn first_arg<T: DeserializeOwned>(self) -> Result<Option<T>, LiveError> {
+        let envelope: Envelope<T> = serde_json::from_slice(self.body()).map_err(|e| self.json_error(&e))?;
+        match envelope {
+            Envelope { error: Some(err), .. } => Err(LiveError::Remote { method: self.method, message: error_message(&err) }),
+            Envelope { args: Some(first), .. } => Ok(first),
+            Envelope { args: None, .. } => {
+                Err(LiveError::BadReply { method: self.method, detail: "reply has neither args nor error".into() })
+            }
+        }
+    }
+}
+
+/// `{"args":[first, ...]}` or `{"error": ...}`, keeping only the first argument.
+struct Envelope<T> {
+    error: Option<Value>,
+    /// `Some(None)`: an empty `args`.
+    args: Option<Option<T>>,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Envelope<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EnvelopeVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for EnvelopeVisitor<T> {
+            type Value = Envelope<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an RPC reply object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<T>, A::Error> {
+                let mut envelope = Envelope { error: None, args: None };
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "error" => envelope.error = Some(map.next_value()?),
+                        "args" => envelope.args = Some(map.next_value::<FirstOf<T>>()?.0),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(envelope)
+            }
+        }
+        d.deserialize_map(EnvelopeVisitor(PhantomData))
+    }
+}
+
+/// The first element of an array, the others skipped.
+struct FirstOf<T>(Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for FirstOf<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FirstVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for FirstVisitor<T> {
+            type Value = FirstOf<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of callback arguments")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FirstOf<T>, A::Error> {
+                let first = seq.next_element::<T>()?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(FirstOf(first))
+            }
+        }
+        d.deserialize_seq(FirstVisitor(PhantomData))
+    }
+}
+
+fn error_message(err: &Value) -> String {
+    match err {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o.get("msg").or_else(|| o.get("message")).and_then(Value::as_str).map_or_else(|| err.to_string(), str::to_string),
+        other => other.to_string(),
+    }
+}
+
 /// `{"args":[...]}` on success, `{"error": ...}` on failure (`pm2-axon-rpc/lib/server.js`).
 fn parse_reply(method: &'static str, reply: Value) -> Result<Vec<Value>, LiveError> {
     let Value::Object(mut obj) = reply else {
         return Err(LiveError::BadReply { method, detail: "reply is not an object".into() });
     };
     if let Some(err) = obj.get("error") {
-        let message = match err {
-            Value::String(s) => s.clone(),
-            Value::Object(o) => o.get("msg").or_else(|| o.get("message")).and_then(Value::as_str).map_or_else(|| err.to_string(), str::to_string),
-            other => other.to_string(),
-        };
-        return Err(LiveError::Remote { method, message });
+        return Err(LiveError::Remote { method, message: error_message(err) });
     }
     match obj.remove("args") {
         Some(Value::Array(args)) => Ok(args),
