@@ -11,6 +11,7 @@ pub mod config;
 pub mod desired;
 pub mod exit_status;
 pub mod live;
+pub mod apply;
 pub mod plan;
 pub mod redact;
 pub mod render;

@@ -111,6 +111,11 @@ impl Pm2Client {
         &self.version
     }
 
+    /// The deadline of each call.
+    pub fn timeout(&self) -> Duration {
+        self.conn.timeout()
+    }
+
     /// The home this client talks to.
     pub fn home(&self) -> &Pm2Home {
         &self.home
@@ -151,6 +156,19 @@ impl Pm2Client {
         self.load_report().await?;
         let reply = self.conn.call(&Call::get_monitor_data()).await?;
         self.state_from(reply)
+    }
+
+    /// As [`Pm2Client::list`], also returning each process's raw entry (`pm2_env`
+    /// included) in `pm_id` order, for `apply --rollback` to re-`prepare` (as
+    /// `pm2 resurrect` re-prepares a dump).
+    pub async fn list_with_raw(&mut self) -> Result<(LiveState, Vec<Value>), LiveError> {
+        self.load_report().await?;
+        let reply = self.conn.call(&Call::get_monitor_data()).await?;
+        let raw = match reply.first() {
+            Some(Value::Array(items)) => items.clone(),
+            _ => Vec::new(),
+        };
+        Ok((self.state_from(reply)?, raw))
     }
 
     fn state_from(&self, reply: Vec<Value>) -> Result<LiveState, LiveError> {
@@ -240,11 +258,26 @@ impl Pm2Client {
 
     /// Restarts one process, merging `env` into its env (pm2-internals.md §4: values
     /// are added or overwritten, never removed; a `current_conf` key, if given, is
-    /// applied to `pm2_env` by the daemon).
-    pub async fn restart(&mut self, p: &OwnedProcess, env: Map<String, Value>) -> Result<(), LiveError> {
+    /// applied to `pm2_env` by the daemon). Returns the restart count the daemon
+    /// reported right after the respawn (the health gate's baseline), when it did.
+    pub async fn restart(&mut self, p: &OwnedProcess, env: Map<String, Value>) -> Result<Option<u64>, LiveError> {
         let budget = self.budget(p);
-        self.conn.call_within(&Call::restart_process_id(p.pm_id, env), budget).await?;
-        self.notify(p.pm_id, NotifyAction::Restart).await
+        let reply = self.conn.call_within(&Call::restart_process_id(p.pm_id, env), budget).await?;
+        self.notify(p.pm_id, NotifyAction::Restart).await?;
+        Ok(reply.first().and_then(|r| r.get("pm2_env")).and_then(|e| e.get("restart_time")).and_then(as_u64))
+    }
+
+    /// Starts one more process cloned from `p` (`duplicateProcessId`, as `pm2 scale`
+    /// does); returns the new `pm_id`. The clone keeps `p`'s spec and stamp.
+    pub async fn duplicate(&mut self, p: &OwnedProcess) -> Result<u64, LiveError> {
+        let budget = self.budget(p);
+        let reply = self.conn.call_within(&Call::duplicate_process_id(p.pm_id), budget).await?;
+        reply
+            .first()
+            .and_then(|r| r.get("pm2_env"))
+            .and_then(|e| e.get("pm_id"))
+            .and_then(as_u64)
+            .ok_or_else(|| LiveError::BadReply { method: "duplicateProcessId", detail: "no pm_id in the reply".into() })
     }
 
     /// Reloads one process: zero-downtime for an online cluster app, a restart otherwise.

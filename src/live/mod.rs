@@ -31,7 +31,7 @@ pub use client::{OwnedProcess, Pm2Client, SUPPORTED_VERSIONS};
 pub use error::LiveError;
 pub use home::{Endpoint, Pm2Home};
 pub use model::{DaemonInfo, ExecMode, LiveOrigin, LiveProcess, LiveState, ProcessStatus};
-pub use resolve::{ResolvedApp, Resolver};
+pub use resolve::{ResolveRequest, ResolvedApp, Resolver};
 
 /// Where live state comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::model::{Action, AttributeChange, Basis, Change, Guard, Ignored, Plan, Reason, Summary};
+use super::model::{Action, AttributeChange, Basis, Change, Guard, Ignored, LiveMark, Plan, Reason, Summary};
 use crate::config::project::SafetySection;
 use crate::desired::DesiredApp;
 use crate::desired::spec::env_value;
@@ -133,6 +133,8 @@ pub fn diff(
         },
         git_commit: None,
         git_dirty: None,
+        desired_apps: desired.iter().map(|d| (d.name.clone(), d.hash.clone())).collect(),
+        live: live_marks(live, &owned),
     };
     Ok(Plan {
         version: 1,
@@ -358,18 +360,27 @@ pub fn desired_hash(desired: &[DesiredApp]) -> String {
 /// A fingerprint of what the plan depends on in the live list: every owned process's
 /// identity, pid, status, restarts and stamp, and the names of the others.
 pub fn live_fingerprint(live: &LiveState, owned: &dyn Fn(&str) -> bool) -> String {
-    let entries: Vec<Value> = live
-        .processes
+    let entries = serde_json::to_string(&live_marks(live, owned)).unwrap_or_default();
+    hex(&Sha256::digest(entries.as_bytes()))
+}
+
+/// What [`live_fingerprint`] covers, one mark a process.
+pub fn live_marks(live: &LiveState, owned: &dyn Fn(&str) -> bool) -> Vec<LiveMark> {
+    live.processes
         .iter()
         .map(|p| {
-            if owned(&p.namespace) {
-                json!([p.pm_id, p.name, p.namespace, p.pid, p.status.as_str(), p.restarts, p.spec_hash])
-            } else {
-                json!([p.pm_id, p.name, p.namespace])
+            let mine = owned(&p.namespace);
+            LiveMark {
+                pm_id: p.pm_id,
+                name: p.name.clone(),
+                namespace: p.namespace.clone(),
+                pid: if mine { p.pid } else { None },
+                status: mine.then(|| p.status.as_str().to_string()),
+                restarts: mine.then_some(p.restarts),
+                spec_hash: if mine { p.spec_hash.clone() } else { None },
             }
         })
-        .collect();
-    hex(&Sha256::digest(Value::Array(entries).to_string().as_bytes()))
+        .collect()
 }
 
 #[cfg(test)]
