@@ -80,6 +80,39 @@ pub enum Command {
     /// `pm2 jlist` file given with --live. Never starts a daemon. Formats: human, json.
     /// Exit codes: 0 the list was read (warnings do not change it), 1 a daemon fault.
     Status(StatusArgs),
+    /// Plan, then apply the changes to the PM2 daemon under the safety contract.
+    ///
+    /// Only processes in the owned namespaces are touched, each by a numeric pm_id
+    /// confirmed owned right before the call. One apply at a time per PM2 home; a
+    /// journal records everything; ports are checked before acting; each started app
+    /// must stay online for its min_uptime (a crash loop is stopped); afterwards every
+    /// other process is verified untouched and a fresh plan must be empty.
+    /// With PLAN_FILE (from `plan --out`), applies exactly that plan, and refuses if
+    /// the desired or live state moved since. Exit 0: applied (or nothing to do);
+    /// 1: refused or failed.
+    Apply(ApplyArgs),
+}
+
+/// `reconcile apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved by `reconcile plan --out FILE`: apply exactly it, or refuse if stale.
+    #[arg(value_name = "PLAN_FILE")]
+    pub plan_file: Option<PathBuf>,
+    /// Which env_<name> block to merge (default: [project] env).
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+    /// Do not ask for confirmation (required when there is no terminal, as in CI).
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Apply even if the plan exceeds the blast-radius guard ([safety] max_deletes,
+    /// max_changed_fraction).
+    #[arg(long)]
+    pub allow_blast_radius: bool,
+    /// If the apply fails (a call fails or an app does not stay healthy), restore the
+    /// apps it changed to the spec they ran before.
+    #[arg(long)]
+    pub rollback: bool,
 }
 
 /// `reconcile status`.

@@ -244,9 +244,9 @@ impl<'a> Executor<'a> {
                 for &pm_id in &change.pm_ids {
                     self.delete(change, pm_id).await?;
                 }
-                self.start(change, app, resolved).await
+                self.start(change, app, resolved, true).await
             }
-            Action::Create => self.start(change, app, resolved).await,
+            Action::Create => self.start(change, app, resolved, false).await,
             Action::Update => {
                 let (Some(app), Some(resolved)) = (app, resolved) else { return Ok(()) };
                 let keep = self.shrink(change, app.instances).await?;
@@ -276,10 +276,15 @@ impl<'a> Executor<'a> {
         self.record(change, "delete", Some(pm_id), started, result).map(|_| ())
     }
 
-    async fn start(&mut self, change: &Change, app: Option<&DesiredApp>, resolved: Option<&ResolvedApp>) -> Result<(), String> {
+    /// Starts an app; `again` for one this apply just deleted (see [`Pm2Client::start_again`]).
+    async fn start(&mut self, change: &Change, app: Option<&DesiredApp>, resolved: Option<&ResolvedApp>, again: bool) -> Result<(), String> {
         let (Some(app), Some(resolved)) = (app, resolved) else { return Ok(()) };
         let started = Instant::now();
-        let result = self.client.start(resolved, &self.settings.owned).await;
+        let result = if again {
+            self.client.start_again(resolved, &self.settings.owned).await
+        } else {
+            self.client.start(resolved, &self.settings.owned).await
+        };
         let ids = self.record(change, "start", None, started, result)?;
         for pm_id in ids {
             self.wait_for(app, pm_id, Some(0));
@@ -448,7 +453,7 @@ impl<'a> Executor<'a> {
         let Some(first) = saved.first() else { return Ok(Vec::new()) };
         let restored = ResolvedApp::from_saved(first, saved.len())
             .ok_or_else(|| format!("the saved spec of `{app}` cannot be prepared again"))?;
-        self.client.start(&restored, &owned).await.map_err(|e| e.to_string())
+        self.client.start_again(&restored, &owned).await.map_err(|e| e.to_string())
     }
 }
 

@@ -1,5 +1,6 @@
 //! Glue between the command line and the modules: each command returns an [`ExitStatus`].
 
+mod apply;
 mod lint;
 mod plan;
 pub mod status;
@@ -27,6 +28,7 @@ pub fn execute(cli: &Cli) -> Result<ExitStatus> {
         Command::Lint(args) => lint::run(&cli.global, args),
         Command::Status(args) => status::run(cli, args),
         Command::Plan(args) => plan::run(&cli.global, args),
+        Command::Apply(args) => apply::run(&cli.global, args),
     }
 }
 

@@ -111,6 +111,11 @@ impl Pm2Client {
         &self.version
     }
 
+    /// The daemon's own environment (`getReport().env`), once a list was read.
+    pub fn daemon_env(&self) -> Option<&Map<String, Value>> {
+        self.daemon_env.as_ref()
+    }
+
     /// The deadline of each call.
     pub fn timeout(&self) -> Duration {
         self.conn.timeout()
@@ -220,12 +225,27 @@ impl Pm2Client {
     /// free in every namespace and its namespace is owned. Returns the new `pm_id`s
     /// (one per instance).
     pub async fn start(&mut self, app: &ResolvedApp, owned_namespaces: &[String]) -> Result<Vec<u64>, LiveError> {
+        self.start_checked(app, owned_namespaces, false).await
+    }
+
+    /// As [`Pm2Client::start`], for an app this project just deleted to start it again
+    /// (a replace, a rollback): its name must be free in the owned namespaces, but may
+    /// be live in others — those processes were there beside ours before, and `prepare`
+    /// over the socket never selects by name, so they are not touched.
+    pub async fn start_again(&mut self, app: &ResolvedApp, owned_namespaces: &[String]) -> Result<Vec<u64>, LiveError> {
+        self.start_checked(app, owned_namespaces, true).await
+    }
+
+    async fn start_checked(&mut self, app: &ResolvedApp, owned_namespaces: &[String], again: bool) -> Result<Vec<u64>, LiveError> {
         let (name, namespace) = (app.name().to_string(), app.namespace().to_string());
         if !owned_namespaces.contains(&namespace) {
             return Err(LiveError::NamespaceNotOwned { name, namespace });
         }
         let state = self.list().await?;
-        let taken = state.by_name(&name).next().map(|p| (p.pm_id, p.namespace.clone()));
+        let taken = state
+            .by_name(&name)
+            .find(|p| !again || owned_namespaces.contains(&p.namespace))
+            .map(|p| (p.pm_id, p.namespace.clone()));
         if let Some((pm_id, found_ns)) = taken {
             return Err(LiveError::NameTaken { name, pm_id, namespace: found_ns });
         }

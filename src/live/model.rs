@@ -378,7 +378,11 @@ fn split_env_owned(
     for (key, value) in env {
         let pm2_added = PM2_ADDED_ENV.contains(&key.as_str())
             || key == SPEC_HASH_ENV
-            || (key == name && value.as_str() == Some("{}"));
+            || (key == name && value.as_str() == Some("{}"))
+            // An object is never an env var the process sees (PM2 stringifies the
+            // app's own; executeApp copies only scalars): `pm2 restart NAME` leaves
+            // `env.<NAME> = {}` behind.
+            || value.is_object();
         let from_daemon = match daemon_env {
             Some(denv) => denv.get(&key).is_some_and(|d| same_env_value(d, &value)),
             None => SHELL_ENV.contains(&key.as_str()) || SHELL_ENV_PREFIXES.iter().any(|p| key.starts_with(p)),

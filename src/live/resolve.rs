@@ -212,16 +212,24 @@ impl Resolver {
         home: &Pm2Home,
     ) -> Result<ResolvedApp, LiveError> {
         let name = spec.get("name").and_then(Value::as_str).unwrap_or("?").to_string();
-        let mut all = self.resolve_many(&[ResolveRequest { spec, cwd, env_name }], home).await?;
+        let mut all = self.resolve_many(&[ResolveRequest { spec, cwd, env_name }], home, None).await?;
         all.pop().unwrap_or_else(|| Err(LiveError::Resolve { name, message: "helper printed no app".into() }))
     }
 
     /// Resolves many apps with one `node` run (start-up is most of the cost). The
     /// outer error is the helper failing as a whole; each app has its own result.
+    ///
+    /// `base_env` is the environment PM2's code runs in. The CLI copies its whole
+    /// shell environment into every app it starts (`Common.prepareAppConf`), so what
+    /// an app got would depend on who ran the deploy, from which shell. `apply` passes
+    /// the daemon's own environment instead: each app then runs with exactly its
+    /// ecosystem env on top of what the daemon gives every child anyway — the same on
+    /// every run, whoever runs it. `None` inherits ours (as `pm2 start` would).
     pub async fn resolve_many(
         &self,
         requests: &[ResolveRequest<'_>],
         home: &Pm2Home,
+        base_env: Option<&Map<String, Value>>,
     ) -> Result<Vec<Result<ResolvedApp, LiveError>>, LiveError> {
         let names: Vec<String> =
             requests.iter().map(|r| r.spec.get("name").and_then(Value::as_str).unwrap_or("?").to_string()).collect();
@@ -232,7 +240,12 @@ impl Resolver {
             .map(|r| serde_json::json!({"spec": r.spec, "cwd": r.cwd, "env_name": r.env_name}))
             .collect();
         let cwd = requests.first().map_or(Path::new("/"), |r| r.cwd);
-        let mut child = tokio::process::Command::new(&self.node)
+        let mut command = tokio::process::Command::new(&self.node);
+        if let Some(env) = base_env {
+            command.env_clear();
+            command.envs(env.iter().filter_map(|(k, v)| v.as_str().map(|v| (k, v))));
+        }
+        let mut child = command
             .arg("-e")
             .arg(HELPER)
             .arg(&self.pm2_dir)

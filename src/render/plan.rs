@@ -84,7 +84,7 @@ pub fn human(plan: &Plan) -> String {
     }
     for violation in &plan.guard.violations {
         let e = style::ERROR;
-        let _ = writeln!(out, "{e}Blast-radius guard:{e:#} {violation} (apply must refuse this plan)");
+        let _ = writeln!(out, "{e}Blast-radius guard:{e:#} {violation} (apply refuses this plan unless given --allow-blast-radius)");
     }
     let _ = writeln!(out, "\n{bold}{}{bold:#}", summary_line(plan));
     out

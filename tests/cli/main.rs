@@ -2,6 +2,7 @@
 
 mod support;
 
+mod apply;
 mod faults;
 mod lint;
 mod plan;
