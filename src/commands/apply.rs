@@ -243,7 +243,10 @@ impl Apply<'_> {
                     .changes
                     .iter()
                     .filter(|c| c.action != Action::Noop)
-                    .map(|c| format!("{} {}", c.action.as_str(), c.name))
+                    .map(|c| {
+                        let paths: Vec<&str> = c.attributes.iter().map(|a| a.path.as_str()).collect();
+                        format!("{} {} ({})", c.action.as_str(), c.name, paths.join(", "))
+                    })
                     .collect();
                 problems.push(format!("verification: a fresh plan still has changes: {}", left.join(", ")));
             }

@@ -193,12 +193,14 @@ impl DesiredApp {
         app
     }
 
-    /// The hash of everything that defines the app (not where it is written).
+    /// The hash of everything that defines the app (not where it is written), except
+    /// the instance count: that is seen live (how many processes), and a scale must
+    /// not leave the processes it kept with a stale stamp.
     fn compute_hash(&self) -> String {
         let canonical = serde_json::json!({
             "name": self.name, "namespace": self.namespace, "script": self.script, "cwd": self.cwd,
             "args": self.args, "node_args": self.node_args, "interpreter": self.interpreter,
-            "exec_mode": self.exec_mode.as_str(), "instances": self.instances, "env": self.env,
+            "exec_mode": self.exec_mode.as_str(), "env": self.env,
             "out_file": self.out_file, "error_file": self.error_file, "log_file": self.log_file,
             "pid_file": self.pid_file, "options": self.options,
         });

@@ -76,8 +76,9 @@ process.stdin.on('end', () => {
       app.env.io = app.io;
       if (!app.namespace) app.namespace = 'default';
       app.username = Common.getCurrentUsername();
+      // The CLI also sets `updateEnv: true` here, a flag for its own `_operate` that
+      // then lands in the app's env; it is not sent.
       const update = Common.mergeEnvironmentVariables(app, req.env_name || undefined, {});
-      update.updateEnv = true;
       const resolved = Common.resolveAppAttributes({ cwd: req.cwd, pm2_home: cst.PM2_HOME }, JSON.parse(JSON.stringify(app)));
       if (!resolved.env) resolved.env = {};
       resolved.env['PM2_HOME'] = cst.PM2_HOME;

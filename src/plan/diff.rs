@@ -133,7 +133,7 @@ pub fn diff(
         },
         git_commit: None,
         git_dirty: None,
-        desired_apps: desired.iter().map(|d| (d.name.clone(), d.hash.clone())).collect(),
+        desired_apps: desired.iter().map(|d| (d.name.clone(), desired_mark(d))).collect(),
         live: live_marks(live, &owned),
     };
     Ok(Plan {
@@ -350,9 +350,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a saved plan remembers of one desired app: its spec hash and instance count.
+fn desired_mark(app: &DesiredApp) -> String {
+    format!("{}x{}", app.hash, app.instances)
+}
+
 /// One hash for the whole desired state.
 pub fn desired_hash(desired: &[DesiredApp]) -> String {
-    let mut pairs: Vec<(&str, &str)> = desired.iter().map(|d| (d.name.as_str(), d.hash.as_str())).collect();
+    let mut pairs: Vec<(&str, String)> = desired.iter().map(|d| (d.name.as_str(), desired_mark(d))).collect();
     pairs.sort_unstable();
     hex(&Sha256::digest(json!(pairs).to_string().as_bytes()))
 }

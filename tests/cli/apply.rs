@@ -419,8 +419,8 @@ fn verification_reports_a_bystander_that_changed_during_the_apply() {
     w.write(&[sleep_app("web", json!({}))]);
     let out = w.apply(&[]);
     expect(&out, 1);
-    assert!(out.2.contains("outside the owned namespaces changed") && out.2.contains("flappy"), "{}\n{}", out.1, out.2);
-    assert!(!out.2.contains("stock-alert"), "only the process that really changed is named:\n{}", out.2);
+    assert!(out.1.contains("outside the owned namespaces changed") && out.1.contains("`flappy`"), "{}\n{}", out.1, out.2);
+    assert!(!out.1.contains("`stock-alert`"), "only the process that really changed is named:\n{}", out.1);
     assert!(w.ours().iter().any(|p| p.0 == "web"), "web was applied");
 }
 
