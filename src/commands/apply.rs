@@ -159,11 +159,10 @@ impl Apply<'_> {
             return refuse(&mut journal, format!("preflight: a port is taken; nothing was changed:\n  - {}", lines.join("\n  - ")));
         }
 
-        if !self.args.auto_approve {
-            if let Err(why) = confirm(&plan, self.home) {
+        if !self.args.auto_approve
+            && let Err(why) = confirm(&plan, self.home) {
                 return refuse(&mut journal, why);
             }
-        }
 
         let exec_settings =
             Settings { owned: owned.clone(), poll: Duration::from_millis(100), gate_slack: Duration::from_secs(15), rollback: self.args.rollback };

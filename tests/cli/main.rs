@@ -1,5 +1,8 @@
 //! Integration tests: the built `reconcile` binary, run as an operator would.
 
+// Helpers outside #[test] functions may unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 mod apply;
