@@ -2,7 +2,10 @@
 
 mod support;
 
+mod ci_examples;
+mod docs;
 mod faults;
+mod import;
 mod lint;
 mod plan;
 mod plan_git;
