@@ -96,6 +96,7 @@ pub fn unclean(document: &Value, dir: &Path, live: &LiveState, namespaces: &[Str
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use serde_json::json;
 

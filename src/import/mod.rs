@@ -73,21 +73,21 @@ pub enum ImportError {
     EmptyNamespace { namespace: String, live: Vec<String> },
 }
 
-/// Settings PM2 stores on every app with these values when the app did not set them.
-const PM2_DEFAULTS: &[(&str, fn() -> Value)] = &[
-    ("autorestart", || json!(true)),
-    ("vizion", || json!(true)),
-    ("treekill", || json!(true)),
-    ("watch", || json!(false)),
-    ("ignore_watch", || json!([])),
-    ("instance_var", || json!("NODE_APP_INSTANCE")),
-    ("automation", || json!(true)),
-    ("autostart", || json!(true)),
-    ("pmx", || json!(true)),
-    ("windowsHide", || json!(true)),
-    ("filter_env", || json!([])),
-    ("kill_retry_time", || json!(100)),
-    ("wait_ready", || json!(false)),
+/// Settings PM2 stores on every app with these values (as JSON) when the app did not set them.
+const PM2_DEFAULTS: &[(&str, &str)] = &[
+    ("autorestart", "true"),
+    ("vizion", "true"),
+    ("treekill", "true"),
+    ("watch", "false"),
+    ("ignore_watch", "[]"),
+    ("instance_var", "\"NODE_APP_INSTANCE\""),
+    ("automation", "true"),
+    ("autostart", "true"),
+    ("pmx", "true"),
+    ("windowsHide", "true"),
+    ("filter_env", "[]"),
+    ("kill_retry_time", "100"),
+    ("wait_ready", "false"),
 ];
 
 /// Live fields that describe the process, not a setting (`username` is who runs it).
@@ -189,7 +189,8 @@ fn import_group(group: &[&LiveProcess], daemon_home: Option<&Path>, redactor: &R
     let log_name = log_file_name(&first.name);
     let logs = home.as_ref().map(|h| h.join("logs"));
     let pids = home.as_ref().map(|h| h.join("pids"));
-    let paths: [(&str, &Option<PathBuf>, Option<(&PathBuf, String)>, bool); 4] = [
+    // (key, live path, PM2's default directory and file name, whether PM2 added `-<pm_id>`)
+    let paths = [
         ("out_file", &first.out_file, logs.as_ref().map(|d| (d, format!("{log_name}-out.log"))), !merge_logs),
         ("error_file", &first.error_file, logs.as_ref().map(|d| (d, format!("{log_name}-error.log"))), !merge_logs),
         ("log_file", &first.log_file, logs.as_ref().map(|d| (d, format!("{log_name}.log"))), !merge_logs),
@@ -267,7 +268,7 @@ fn strip_pm_id(path: &Path, pm_id: u64) -> PathBuf {
 }
 
 fn is_pm2_default(key: &str, value: &Value) -> bool {
-    PM2_DEFAULTS.iter().any(|(k, default)| *k == key && default() == *value)
+    PM2_DEFAULTS.iter().any(|(k, default)| *k == key && serde_json::from_str::<Value>(default).is_ok_and(|d| d == *value))
 }
 
 /// Bytes as PM2's `K`/`M`/`G` form when exact (`209715200` → `"200M"`), else the number.
@@ -295,6 +296,7 @@ pub fn origin_text(live: &LiveState) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::collections::BTreeMap;
 
