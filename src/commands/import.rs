@@ -72,12 +72,13 @@ pub fn run(global: &GlobalArgs, args: &ImportArgs) -> Result<ExitStatus> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let out_dir = std::path::absolute(&args.out).with_context(|| format!("resolving {}", args.out.display()))?;
     let mut warnings = Vec::new();
-    for unclean in check::unclean(&document, &out_dir, &state, &namespaces, &redactor) {
+    let unclean = check::unclean(&document, &out_dir, &state, &namespaces, &redactor);
+    for app in &unclean {
         warnings.push(format!(
             "`{}` will not plan clean ({}: {}); the file cannot say this, so plan shows it",
-            unclean.app,
-            unclean.action.as_str(),
-            unclean.paths.join(", ")
+            app.app,
+            app.action.as_str(),
+            app.paths.join(", ")
         ));
     }
     let secrets: Vec<String> = apps
@@ -99,7 +100,7 @@ pub fn run(global: &GlobalArgs, args: &ImportArgs) -> Result<ExitStatus> {
     }
 
     let command = format!("reconcile import --namespace {}", namespaces.join(","));
-    let header = emit::header(&command, &import::origin_text(&state), !secrets.is_empty());
+    let header = emit::header(&command, &import::origin_text(&state), !secrets.is_empty(), unclean.is_empty());
     let ecosystem_text = match args.file_format {
         ImportFormat::Yaml => emit::yaml(&header, &apps),
         ImportFormat::Json => emit::json(&apps),
@@ -126,6 +127,7 @@ pub fn run(global: &GlobalArgs, args: &ImportArgs) -> Result<ExitStatus> {
         return Err(err);
     }
 
+    let clean = unclean.is_empty();
     let report = Report {
         ecosystem: ecosystem_path,
         project: project_path,
@@ -138,7 +140,7 @@ pub fn run(global: &GlobalArgs, args: &ImportArgs) -> Result<ExitStatus> {
     print_warnings(&report.warnings)?;
     match global.format {
         Format::Json => print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?,
-        _ => print(&human(&report))?,
+        _ => print(&human(&report, clean))?,
     }
     Ok(ExitStatus::Success)
 }
@@ -172,7 +174,7 @@ fn print_warnings(warnings: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn human(report: &Report) -> String {
+fn human(report: &Report, clean: bool) -> String {
     let mut out = format!(
         "Imported {} app{} from {}: {}\n  wrote {}\n  wrote {}\n",
         report.apps.len(),
@@ -197,6 +199,10 @@ fn human(report: &Report) -> String {
             report.downgraded_rules.join(", ")
         ));
     }
-    out.push_str("Next: `reconcile plan` (it shows no changes), then commit both files.\n");
+    out.push_str(if clean {
+        "Next: `reconcile plan` (it shows no changes), then commit both files.\n"
+    } else {
+        "Next: `reconcile plan` shows the changes warned about above; review them before you commit both files.\n"
+    });
     out
 }

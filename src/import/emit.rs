@@ -15,12 +15,15 @@ use super::check::BrokenRule;
 use super::{ImportedApp, Note, NoteAt};
 
 /// The header comment lines (without comment markers).
-pub fn header(command: &str, origin: &str, secrets: bool) -> Vec<String> {
-    let mut lines = vec![
-        format!("Written by `{command}` from {origin}."),
-        "Only what each app set is here, not what it inherited; `reconcile plan` against the".to_string(),
-        "same daemon shows no changes. Comments mark what needs a look.".to_string(),
-    ];
+pub fn header(command: &str, origin: &str, secrets: bool, clean: bool) -> Vec<String> {
+    let mut lines = vec![format!("Written by `{command}` from {origin}.")];
+    if clean {
+        lines.push("Only what each app set is here, not what it inherited; `reconcile plan` against the".to_string());
+        lines.push("same daemon shows no changes. Comments mark what needs a look.".to_string());
+    } else {
+        lines.push("Only what each app set is here, not what it inherited. Some apps cannot be written".to_string());
+        lines.push("so that `reconcile plan` shows no change for them (import warned which and why).".to_string());
+    }
     if secrets {
         lines.push("It holds real secret values (marked below): keep it private, or move them out".to_string());
         lines.push("of the file before you commit it.".to_string());
@@ -264,7 +267,7 @@ mod tests {
     #[test]
     fn yaml_reads_back_as_the_same_document_with_comments() {
         let apps = sample();
-        let text = yaml(&header("reconcile import", "here", true), &apps);
+        let text = yaml(&header("reconcile import", "here", true, true), &apps);
         assert_eq!(read_back(&text, "e.yaml", Format::Yaml), crate::import::document(&apps), "{text}");
         assert!(text.contains("      # secret: a b\n      API_TOKEN:"), "{text}");
         assert!(text.contains("  # not imported: time = true\n  - name: web"), "{text}");
@@ -276,7 +279,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ecosystem.config.cjs");
         let apps = sample();
-        let text = js(&header("reconcile import", "here", true), &apps);
+        let text = js(&header("reconcile import", "here", true, true), &apps);
         std::fs::write(&path, &text).unwrap();
         let file = EcosystemFile::load(&path, &LoadOptions::default()).unwrap();
         assert_eq!(file.document, crate::import::document(&apps), "{text}");
@@ -293,7 +296,7 @@ mod tests {
     fn the_project_file_parses_and_grades_broken_rules_as_warnings() {
         let broken = vec![BrokenRule { rule: "min-uptime".into(), apps: vec!["web".into(), "sl".into()] }];
         let text = project(&ProjectFile {
-            header: &header("reconcile import", "x", false),
+            header: &header("reconcile import", "x", false, true),
             name: "shop \"main\"",
             ecosystem: "ecosystem.config.yaml",
             namespaces: &["shop".into(), "jobs".into()],

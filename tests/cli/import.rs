@@ -215,3 +215,27 @@ fn import_refuses_to_overwrite_and_to_import_an_empty_namespace() {
     assert!(String::from_utf8_lossy(&result.stderr).contains("does not write --format markdown"));
     assert!(!home.path().join("x").exists());
 }
+
+// A stopped app cannot be written as stopped (an ecosystem file has no such state):
+// import says so, the file does not claim a clean plan, and plan shows the start.
+#[test]
+fn a_stopped_app_is_imported_with_a_warning_that_plan_will_start_it() {
+    let home = Pm2Home::start();
+    home.start_sleep("up", "shop");
+    home.start_sleep("down", "shop");
+    home.wait_status("down", "online");
+    home.pm2_ok(&["stop", "down"]);
+    home.wait_status("down", "stopped");
+    let out = home.path().join("out");
+    let (code, stdout, stderr) = import(&home, home.path(), &["--namespace", "shop", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("`down` will not plan clean (update: status)"), "{stderr}");
+    assert!(!stderr.contains("`up`"), "{stderr}");
+    assert!(stdout.contains("shows the changes warned about above"), "{stdout}");
+    let text = std::fs::read_to_string(out.join("ecosystem.config.yaml")).unwrap();
+    assert!(text.contains("cannot be written") && !text.contains("shows no changes"), "{text}");
+    let (code, plan, stderr) = plan(&out, &[]);
+    assert_eq!(code, 2, "{stderr}\n{plan:#}");
+    let action = |name: &str| plan["changes"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap()["action"].clone();
+    assert_eq!((action("up"), action("down")), (Value::from("noop"), Value::from("update")));
+}
