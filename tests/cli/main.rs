@@ -6,7 +6,10 @@
 mod support;
 
 mod apply;
+mod ci_examples;
+mod docs;
 mod faults;
+mod import;
 mod lint;
 mod plan;
 mod plan_git;
