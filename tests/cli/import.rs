@@ -124,6 +124,13 @@ fn imported_apps_plan_clean_in_every_format() {
     }
     assert_eq!(fingerprint(&home), before, "import or plan changed a process");
 
+    // Applying the imported state restarts nothing.
+    let out = run_with_timeout(reconcile(&home.path().join("out-yaml")).args(["apply", "--auto-approve"]), Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "apply after import\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("No changes"), "{stdout}");
+    assert_eq!(fingerprint(&home), before, "apply of the imported state touched a process");
+
     // What the YAML says, option by option.
     let yaml = std::fs::read_to_string(home.path().join("out-yaml/ecosystem.config.yaml")).unwrap();
     let doc: Value = serde_saphyr::from_str(&yaml).unwrap();
