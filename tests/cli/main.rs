@@ -13,6 +13,7 @@ mod import;
 mod lint;
 mod plan;
 mod plan_git;
+mod quickstart;
 mod live_read;
 mod live_write;
 mod status;
