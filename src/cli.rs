@@ -80,6 +80,113 @@ pub enum Command {
     /// `pm2 jlist` file given with --live. Never starts a daemon. Formats: human, json.
     /// Exit codes: 0 the list was read (warnings do not change it), 1 a daemon fault.
     Status(StatusArgs),
+    /// Plan, then apply the changes to the PM2 daemon under the safety contract.
+    ///
+    /// Only processes in the owned namespaces are touched, each by a numeric pm_id
+    /// confirmed owned right before the call. One apply at a time per PM2 home; a
+    /// journal records everything; ports are checked before acting; each started app
+    /// must stay online for its min_uptime (a crash loop is stopped); afterwards every
+    /// other process is verified untouched and a fresh plan must be empty.
+    /// With PLAN_FILE (from `plan --out`), applies exactly that plan, and refuses if
+    /// the desired or live state moved since. Exit 0: applied (or nothing to do);
+    /// 1: refused or failed.
+    Apply(ApplyArgs),
+    /// Write an ecosystem file and a reconcile.toml from the live apps of some namespaces.
+    ///
+    /// Reads the daemon (or a `pm2 jlist` file given with --live) and writes only what
+    /// each app set, not what it inherited, so that `reconcile plan` right after shows no
+    /// changes. Secret-looking env values are written as they are, and flagged.
+    /// Refuses to overwrite existing files unless --force. Formats (of the report): human, json.
+    Import(ImportArgs),
+    /// Print the JSON Schema of ecosystem files or of reconcile.toml, for editors.
+    Schema(SchemaArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man(ManArgs),
+}
+
+/// `reconcile apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved by `reconcile plan --out FILE`: apply exactly it, or refuse if stale.
+    #[arg(value_name = "PLAN_FILE")]
+    pub plan_file: Option<PathBuf>,
+    /// Which env_<name> block to merge (default: [project] env).
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+    /// Do not ask for confirmation (required when there is no terminal, as in CI).
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Apply even if the plan exceeds the blast-radius guard ([safety] max_deletes,
+    /// max_changed_fraction).
+    #[arg(long)]
+    pub allow_blast_radius: bool,
+    /// If the apply fails (a call fails or an app does not stay healthy), restore the
+    /// apps it changed to the spec they ran before.
+    #[arg(long)]
+    pub rollback: bool,
+}
+
+/// `reconcile import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The PM2 namespaces to import (and to own); repeat or separate with commas.
+    #[arg(long, value_name = "NS", required = true, num_args = 1.., value_delimiter = ',')]
+    pub namespace: Vec<String>,
+    /// The ecosystem file's format (`--format` is the report's format).
+    #[arg(long = "as", value_enum, value_name = "FORMAT", default_value_t = ImportFormat::Yaml)]
+    pub file_format: ImportFormat,
+    /// Where to write the ecosystem file and reconcile.toml (created if missing).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
+    /// Overwrite the files if they exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The ecosystem file `import` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// `ecosystem.config.yaml`, secrets flagged by comments.
+    Yaml,
+    /// `ecosystem.config.json`, secrets flagged by warnings (JSON has no comments).
+    Json,
+    /// `ecosystem.config.cjs` (CommonJS, so a `"type": "module"` package.json cannot break it), secrets flagged by comments.
+    Js,
+}
+
+/// `reconcile schema`.
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Which schema.
+    #[arg(value_enum, default_value_t = SchemaKind::Ecosystem)]
+    pub which: SchemaKind,
+}
+
+/// The schemas `reconcile schema` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    /// Ecosystem files (.json, .yaml, .toml, or what a .js file exports).
+    Ecosystem,
+    /// reconcile.toml.
+    Config,
+}
+
+/// `reconcile completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `reconcile man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write reconcile.1 and one reconcile-COMMAND.1 per command into DIR instead of printing reconcile(1).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 /// `reconcile status`.

@@ -1,5 +1,8 @@
 //! Glue between the command line and the modules: each command returns an [`ExitStatus`].
 
+mod apply;
+mod docs;
+mod import;
 mod lint;
 mod plan;
 pub mod status;
@@ -27,6 +30,11 @@ pub fn execute(cli: &Cli) -> Result<ExitStatus> {
         Command::Lint(args) => lint::run(&cli.global, args),
         Command::Status(args) => status::run(cli, args),
         Command::Plan(args) => plan::run(&cli.global, args),
+        Command::Apply(args) => apply::run(&cli.global, args),
+        Command::Import(args) => import::run(&cli.global, args),
+        Command::Schema(args) => docs::schema(&cli.global, args),
+        Command::Completions(args) => docs::completions(&cli.global, args),
+        Command::Man(args) => docs::man(&cli.global, args),
     }
 }
 

@@ -195,7 +195,7 @@ fn report(findings: &[Diagnostic], sources: &[&crate::config::SourceFile], summa
 }
 
 /// Prints conflicts as findings (stderr); the plan is refused.
-fn report_conflicts(project: &Project, conflicts: &[Conflict], apps: usize) -> Result<Option<Plan>> {
+pub(super) fn report_conflicts(project: &Project, conflicts: &[Conflict], apps: usize) -> Result<Option<Plan>> {
     let registry = Registry::load(&project.settings.policies, &project.root)?;
     let findings: Vec<Diagnostic> = conflicts.iter().filter_map(|c| conflict_finding(&registry, c)).collect();
     report(&findings, &[], Summary::new(project.ecosystem_paths().len(), apps, &findings))?;
@@ -211,7 +211,7 @@ fn conflict_finding(registry: &Registry, conflict: &Conflict) -> Option<Diagnost
     Some(finding)
 }
 
-fn write_plan(path: &Path, plan: &Plan) -> Result<()> {
+pub(super) fn write_plan(path: &Path, plan: &Plan) -> Result<()> {
     let text = render::plan::json(plan);
     std::fs::write(path, text).with_context(|| format!("cannot write the plan to {}", path.display()))
 }

@@ -158,8 +158,14 @@ impl DesiredApp {
             env.insert("PORT".into(), env_value(port));
         }
         let path_of = |key: &str| text(key).map(|p| if p == "NULL" { PathBuf::from("/dev/null") } else { normalize(&cwd.join(expand_home(&p))) });
-        let options: BTreeMap<String, Value> =
-            UPDATE_OPTIONS.iter().filter_map(|k| fields.get(*k).map(|v| ((*k).to_string(), v.clone()))).collect();
+        // PM2's verifyConfs drops numeric options that are 0 (observed on 7.0.4:
+        // `restart_delay: 0`, `max_restarts: 0` never reach pm2_env), so they are not
+        // part of what the app will run with.
+        let options: BTreeMap<String, Value> = UPDATE_OPTIONS
+            .iter()
+            .filter_map(|k| fields.get(*k).map(|v| ((*k).to_string(), v.clone())))
+            .filter(|(_, v)| v.as_f64() != Some(0.0))
+            .collect();
         let (out_file, error_file, log_file, pid_file) =
             (path_of("out_file"), path_of("error_file"), path_of("log_file"), path_of("pid_file"));
         let mut app = Self {
@@ -187,12 +193,14 @@ impl DesiredApp {
         app
     }
 
-    /// The hash of everything that defines the app (not where it is written).
+    /// The hash of everything that defines the app (not where it is written), except
+    /// the instance count: that is seen live (how many processes), and a scale must
+    /// not leave the processes it kept with a stale stamp.
     fn compute_hash(&self) -> String {
         let canonical = serde_json::json!({
             "name": self.name, "namespace": self.namespace, "script": self.script, "cwd": self.cwd,
             "args": self.args, "node_args": self.node_args, "interpreter": self.interpreter,
-            "exec_mode": self.exec_mode.as_str(), "instances": self.instances, "env": self.env,
+            "exec_mode": self.exec_mode.as_str(), "env": self.env,
             "out_file": self.out_file, "error_file": self.error_file, "log_file": self.log_file,
             "pid_file": self.pid_file, "options": self.options,
         });

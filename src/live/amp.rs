@@ -119,10 +119,13 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Vec<Arg>, usize)>, AmpError> {
     Ok(Some((args, used)))
 }
 
+/// Where each argument of a frame lies in the buffer.
+type Spans = Vec<Range<usize>>;
+
 /// The header pass of [`decode`]: where each argument of the first complete frame
 /// lies in `buf`, and the frame's length. Sizes are checked before anything is
 /// allocated.
-fn decode_spans(buf: &[u8]) -> Result<Option<(Vec<Range<usize>>, usize)>, AmpError> {
+fn decode_spans(buf: &[u8]) -> Result<Option<(Spans, usize)>, AmpError> {
     let Some(&meta) = buf.first() else { return Ok(None) };
     let version = meta >> 4;
     if version != VERSION {

@@ -14,7 +14,9 @@ use serde_json::{Map, Value};
 
 use super::error::LiveError;
 use super::home::Pm2Home;
-use super::model::{DaemonInfo, ExecMode, LiveOrigin, LiveState, ProcessStatus, RawList, as_u64, normalize_raw};
+use super::model::{
+    DaemonInfo, ExecMode, LiveOrigin, LiveProcess, LiveState, ProcessStatus, RawList, as_u64, normalize_owned, normalize_raw,
+};
 use super::resolve::ResolvedApp;
 use super::rpc::{Call, NotifyAction, Reply, RpcConnection, WatchedAction};
 
@@ -130,6 +132,16 @@ impl Pm2Client {
         &self.version
     }
 
+    /// The daemon's own environment (`getReport().env`), once a list was read.
+    pub fn daemon_env(&self) -> Option<&Map<String, Value>> {
+        self.daemon_env.as_ref()
+    }
+
+    /// The deadline of each call.
+    pub fn timeout(&self) -> Duration {
+        self.conn.timeout()
+    }
+
     /// The home this client talks to.
     pub fn home(&self) -> &Pm2Home {
         &self.home
@@ -173,18 +185,38 @@ impl Pm2Client {
         self.state_from(list.unwrap_or_default())
     }
 
+    /// As [`Pm2Client::list`], also returning each process's raw entry (`pm2_env`
+    /// included) in `pm_id` order, for `apply --rollback` to re-`prepare` (as
+    /// `pm2 resurrect` re-prepares a dump).
+    pub async fn list_with_raw(&mut self) -> Result<(LiveState, Vec<Value>), LiveError> {
+        self.load_report().await?;
+        let reply = self.conn.call(&Call::get_monitor_data()).await?;
+        let raw = match reply.first() {
+            Some(Value::Array(items)) => items.clone(),
+            _ => Vec::new(),
+        };
+        let list = reply.into_iter().next().unwrap_or(Value::Array(Vec::new()));
+        let processes = normalize_owned(list, self.daemon_env.as_ref())
+            .map_err(|e| LiveError::BadReply { method: "getMonitorData", detail: e.to_string() })?;
+        Ok((self.state_of(processes), raw))
+    }
+
     /// `getMonitorData`'s list, read into [`RawList`] (not a `Value` tree: see there
     /// for the measurements), normalized.
     fn state_from(&self, list: RawList) -> Result<LiveState, LiveError> {
         let processes = normalize_raw(list, self.daemon_env.as_ref())
             .map_err(|e| LiveError::BadReply { method: "getMonitorData", detail: e.to_string() })?;
         tracing::debug!(processes = processes.len(), "process list normalized");
-        Ok(LiveState {
+        Ok(self.state_of(processes))
+    }
+
+    fn state_of(&self, processes: Vec<LiveProcess>) -> LiveState {
+        LiveState {
             origin: LiveOrigin::Daemon { home: self.home.dir.clone() },
             daemon: Some(self.daemon.clone()),
             read_at_ms: now_ms(),
             processes,
-        })
+        }
     }
 
     /// Re-reads the list and confirms `pm_id` still is `expected_name` in an owned
@@ -224,12 +256,27 @@ impl Pm2Client {
     /// free in every namespace and its namespace is owned. Returns the new `pm_id`s
     /// (one per instance).
     pub async fn start(&mut self, app: &ResolvedApp, owned_namespaces: &[String]) -> Result<Vec<u64>, LiveError> {
+        self.start_checked(app, owned_namespaces, false).await
+    }
+
+    /// As [`Pm2Client::start`], for an app this project just deleted to start it again
+    /// (a replace, a rollback): its name must be free in the owned namespaces, but may
+    /// be live in others — those processes were there beside ours before, and `prepare`
+    /// over the socket never selects by name, so they are not touched.
+    pub async fn start_again(&mut self, app: &ResolvedApp, owned_namespaces: &[String]) -> Result<Vec<u64>, LiveError> {
+        self.start_checked(app, owned_namespaces, true).await
+    }
+
+    async fn start_checked(&mut self, app: &ResolvedApp, owned_namespaces: &[String], again: bool) -> Result<Vec<u64>, LiveError> {
         let (name, namespace) = (app.name().to_string(), app.namespace().to_string());
         if !owned_namespaces.contains(&namespace) {
             return Err(LiveError::NamespaceNotOwned { name, namespace });
         }
         let state = self.list().await?;
-        let taken = state.by_name(&name).next().map(|p| (p.pm_id, p.namespace.clone()));
+        let taken = state
+            .by_name(&name)
+            .find(|p| !again || owned_namespaces.contains(&p.namespace))
+            .map(|p| (p.pm_id, p.namespace.clone()));
         if let Some((pm_id, found_ns)) = taken {
             return Err(LiveError::NameTaken { name, pm_id, namespace: found_ns });
         }
@@ -262,11 +309,26 @@ impl Pm2Client {
 
     /// Restarts one process, merging `env` into its env (pm2-internals.md §4: values
     /// are added or overwritten, never removed; a `current_conf` key, if given, is
-    /// applied to `pm2_env` by the daemon).
-    pub async fn restart(&mut self, p: &OwnedProcess, env: Map<String, Value>) -> Result<(), LiveError> {
+    /// applied to `pm2_env` by the daemon). Returns the restart count the daemon
+    /// reported right after the respawn (the health gate's baseline), when it did.
+    pub async fn restart(&mut self, p: &OwnedProcess, env: Map<String, Value>) -> Result<Option<u64>, LiveError> {
         let budget = self.budget(p);
-        self.conn.call_within(&Call::restart_process_id(p.pm_id, env), budget).await?;
-        self.notify(p.pm_id, NotifyAction::Restart).await
+        let reply = self.conn.call_within(&Call::restart_process_id(p.pm_id, env), budget).await?;
+        self.notify(p.pm_id, NotifyAction::Restart).await?;
+        Ok(reply.first().and_then(|r| r.get("pm2_env")).and_then(|e| e.get("restart_time")).and_then(as_u64))
+    }
+
+    /// Starts one more process cloned from `p` (`duplicateProcessId`, as `pm2 scale`
+    /// does); returns the new `pm_id`. The clone keeps `p`'s spec and stamp.
+    pub async fn duplicate(&mut self, p: &OwnedProcess) -> Result<u64, LiveError> {
+        let budget = self.budget(p);
+        let reply = self.conn.call_within(&Call::duplicate_process_id(p.pm_id), budget).await?;
+        reply
+            .first()
+            .and_then(|r| r.get("pm2_env"))
+            .and_then(|e| e.get("pm_id"))
+            .and_then(as_u64)
+            .ok_or_else(|| LiveError::BadReply { method: "duplicateProcessId", detail: "no pm_id in the reply".into() })
     }
 
     /// Reloads one process: zero-downtime for an online cluster app, a restart otherwise.

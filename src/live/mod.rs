@@ -31,7 +31,7 @@ pub use client::{OwnedProcess, Pm2Client, SUPPORTED_VERSIONS};
 pub use error::LiveError;
 pub use home::{Endpoint, Pm2Home};
 pub use model::{DaemonInfo, ExecMode, LiveOrigin, LiveProcess, LiveState, ProcessStatus};
-pub use resolve::{ResolvedApp, Resolver};
+pub use resolve::{ResolveRequest, ResolvedApp, Resolver};
 
 /// Where live state comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +65,7 @@ pub struct Fetched {
 #[derive(Debug)]
 enum FetchedInner {
     Snapshot(PathBuf),
-    Daemon { home: Pm2Home, conn: rpc::RpcConnection, replies: Vec<rpc::Reply> },
+    Daemon(Box<(Pm2Home, rpc::RpcConnection, Vec<rpc::Reply>)>),
 }
 
 /// Talks to the daemon (connect, pipelined reads, every reply received) without
@@ -80,7 +80,7 @@ pub fn fetch(source: &LiveSource, timeout: Duration) -> Result<Fetched, LiveErro
         LiveSource::Daemon(home) => {
             let runtime = runtime().map_err(|source| LiveError::Io { method: "runtime", path: String::new(), source })?;
             let (conn, replies) = runtime.block_on(Pm2Client::request_list(home, timeout))?;
-            FetchedInner::Daemon { home: home.clone(), conn, replies }
+            FetchedInner::Daemon(Box::new((home.clone(), conn, replies)))
         }
     };
     Ok(Fetched { inner })
@@ -91,7 +91,8 @@ impl Fetched {
     pub fn parse(self) -> Result<LiveState, LiveError> {
         match self.inner {
             FetchedInner::Snapshot(path) => snapshot::read(&path),
-            FetchedInner::Daemon { home, conn, replies } => {
+            FetchedInner::Daemon(fetched) => {
+                let (home, conn, replies) = *fetched;
                 let (client, list) = Pm2Client::from_list_replies(conn, &home, replies)?;
                 client.state_from_list(list)
             }

@@ -268,6 +268,12 @@ const SHELL_ENV: &[&str] = &[
 ];
 const SHELL_ENV_PREFIXES: &[&str] = &["LC_", "XDG_", "SSH_", "NVM_", "npm_", "DBUS_", "CARGO_", "RUSTUP_"];
 
+/// Whether an env key is one a login shell sets (`PATH`, `HOME`, `LC_*`, `SSH_*`, ...):
+/// never an app's own setting, though an app started from a shell carries it.
+pub fn is_shell_variable(key: &str) -> bool {
+    SHELL_ENV.contains(&key) || SHELL_ENV_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
 /// Visitor methods that accept any scalar (and null) as `$none`.
 macro_rules! lenient_scalars {
     ($none:expr) => {
@@ -784,13 +790,16 @@ fn split_sorted(
     for (key, value) in env.into_sorted() {
         let pm2_added = PM2_ADDED_ENV.contains(&key.as_str())
             || key == SPEC_HASH_ENV
-            || (key == name && value.as_str() == Some("{}"));
+            || (key == name && is_module_marker(&value))
+            // An object is never an env var the process sees (PM2 stringifies the
+            // app's own; executeApp copies only scalars).
+            || value.is_object();
         let from_daemon = match daemon.as_mut() {
             Some(daemon) => {
                 while daemon.next_if(|(k, _)| *k < key.as_str()).is_some() {}
                 daemon.peek().is_some_and(|(k, d)| *k == key.as_str() && same_env_value(d, &value))
             }
-            None => SHELL_ENV.contains(&key.as_str()) || SHELL_ENV_PREFIXES.iter().any(|p| key.starts_with(p)),
+            None => is_shell_variable(&key),
         };
         if pm2_added || from_daemon {
             inherited.push((key, value));
@@ -800,6 +809,12 @@ fn split_sorted(
     }
     // Both are sorted already: collecting is a bulk build.
     (set.into_iter().collect(), inherited.into_iter().collect())
+}
+
+/// The `<name>` env entry PM2 adds for module config: `{}`, an empty object in PM2 7's
+/// lists (an older client may show the string `"{}"`).
+fn is_module_marker(value: &Value) -> bool {
+    value.as_str() == Some("{}") || value.as_object().is_some_and(Map::is_empty)
 }
 
 /// Env values from the daemon are strings; an app's may be numbers or booleans.
@@ -888,6 +903,16 @@ mod tests {
         let procs = normalize_list(&json!([entry()]), denv.as_object()).unwrap();
         assert!(procs[0].env_inherited.contains_key("PORT"));
         assert!(procs[0].env_set.contains_key("PATH"));
+    }
+
+    #[test]
+    fn pm2_additions_are_inherited_whatever_the_daemon_env() {
+        let mut e = entry();
+        e["pm2_env"]["env"] = json!({"api": {}, "PM2_INTERACTOR_PROCESSING": "true", "other": {}, "A": "1"});
+        let procs = normalize_list(&json!([e]), Some(&Map::new())).unwrap();
+        // An object never reaches the child (PM2 stringifies an app's own objects).
+        assert_eq!(procs[0].env_set.keys().collect::<Vec<_>>(), ["A"]);
+        assert!(procs[0].env_inherited.contains_key("api") && procs[0].env_inherited.contains_key("PM2_INTERACTOR_PROCESSING"));
     }
 
     #[test]

@@ -39,15 +39,20 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 
 use super::error::LiveError;
 use super::home::Pm2Home;
 use super::model::SPEC_HASH_KEY;
+use super::rpc::Call;
 
-/// The helper: reads `{spec, cwd, env_name}` on stdin, prints the prepare payload.
-/// It mirrors `API._startJson` + `startApps` for one app (lib/API.js:898-1177).
+/// The helper: reads `[{spec, cwd, env_name}, ...]` on stdin and prints, for each,
+/// `{"payload": <prepare payload>, "update": <restart env>}` or `{"error": "..."}`.
+/// The payload mirrors `API._startJson` + `startApps` for one app (lib/API.js:898-1177);
+/// the update env is what the same function sends to `restartProcessId` for an app
+/// that is already running: the merged env plus `current_conf` (lib/API.js:1063-1073,
+/// `Common.mergeEnvironmentVariables`). One `node` start serves every app of an apply.
 const HELPER: &str = r#"
 const path = require('path');
 const lib = path.join(process.argv[1], 'lib');
@@ -56,38 +61,58 @@ let input = '';
 process.stdin.setEncoding('utf8');
 process.stdin.on('data', (c) => { input += c; });
 process.stdin.on('end', () => {
-  try {
-    const req = JSON.parse(input);
-    const Common = require(path.join(lib, 'Common.js'));
-    const Modularizer = require(path.join(lib, 'API', 'Modules', 'Modularizer.js'));
-    const cst = require(path.join(process.argv[1], 'constants.js'));
-    let apps = Common.verifyConfs([req.spec]);
-    if (apps instanceof Error) throw apps;
-    const app = apps[0];
-    if (!app.env) app.env = {};
-    app.env.io = app.io;
-    if (!app.namespace) app.namespace = 'default';
-    app.username = Common.getCurrentUsername();
-    process.env.PM2_JSON_PROCESSING = true;
-    const resolved = Common.resolveAppAttributes({ cwd: req.cwd, pm2_home: cst.PM2_HOME }, app);
-    if (!resolved.env) resolved.env = {};
-    resolved.env['PM2_HOME'] = cst.PM2_HOME;
-    Object.assign(resolved.env, Modularizer.getAdditionalConf(resolved.name));
-    resolved.env = Common.mergeEnvironmentVariables(resolved, req.env_name || undefined, {});
-    delete resolved.env.current_conf;
-    resolved.km_link = false;
-    process.stdout.write(JSON.stringify(resolved));
-  } catch (e) {
-    process.stderr.write(String(e && e.message ? e.message : e));
-    process.exit(3);
-  }
+  let requests;
+  try { requests = JSON.parse(input); } catch (e) { process.stderr.write('bad input: ' + e.message); process.exit(3); }
+  const Common = require(path.join(lib, 'Common.js'));
+  const Modularizer = require(path.join(lib, 'API', 'Modules', 'Modularizer.js'));
+  const cst = require(path.join(process.argv[1], 'constants.js'));
+  process.env.PM2_JSON_PROCESSING = true;
+  const out = requests.map((req) => {
+    try {
+      let apps = Common.verifyConfs([req.spec]);
+      if (apps instanceof Error) throw apps;
+      const app = apps[0];
+      if (!app.env) app.env = {};
+      app.env.io = app.io;
+      if (!app.namespace) app.namespace = 'default';
+      app.username = Common.getCurrentUsername();
+      // The CLI also sets `updateEnv: true` here, a flag for its own `_operate` that
+      // then lands in the app's env; it is not sent.
+      const update = Common.mergeEnvironmentVariables(app, req.env_name || undefined, {});
+      const resolved = Common.resolveAppAttributes({ cwd: req.cwd, pm2_home: cst.PM2_HOME }, JSON.parse(JSON.stringify(app)));
+      if (!resolved.env) resolved.env = {};
+      resolved.env['PM2_HOME'] = cst.PM2_HOME;
+      Object.assign(resolved.env, Modularizer.getAdditionalConf(resolved.name));
+      resolved.env = Common.mergeEnvironmentVariables(resolved, req.env_name || undefined, {});
+      delete resolved.env.current_conf;
+      resolved.km_link = false;
+      return { payload: resolved, update: update };
+    } catch (e) {
+      return { error: String(e && e.message ? e.message : e) };
+    }
+  });
+  process.stdout.write(JSON.stringify(out));
 });
 "#;
 
-/// A payload ready for `prepare`: only [`Resolver::resolve`] makes one.
+/// A payload ready for `prepare`, and the env a restart sends to bring a running
+/// process to the same spec: only [`Resolver::resolve`] (or, for a rollback,
+/// [`ResolvedApp::from_saved`]) makes one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedApp {
     payload: Value,
+    update: Map<String, Value>,
+}
+
+/// One app for [`Resolver::resolve_many`].
+#[derive(Debug, Clone)]
+pub struct ResolveRequest<'a> {
+    /// The app as written (canonical keys, env merged).
+    pub spec: &'a Value,
+    /// The directory `pm2 start` would run in (relative paths resolve against it).
+    pub cwd: &'a Path,
+    /// The `env_<name>` block to merge, if the spec still has them.
+    pub env_name: Option<&'a str>,
 }
 
 impl ResolvedApp {
@@ -103,12 +128,39 @@ impl ResolvedApp {
 
     /// Stamps the spec hash as a custom app attribute; PM2 keeps it across restart,
     /// dump and resurrect (pm2-internals.md §5), and `LiveProcess::spec_hash` reads it.
+    /// A restart carries it in `current_conf`, so the stamp follows an update.
     #[must_use]
     pub fn with_spec_hash(mut self, hash: &str) -> Self {
         if let Some(obj) = self.payload.as_object_mut() {
             obj.insert(SPEC_HASH_KEY.to_string(), Value::String(hash.to_string()));
         }
+        if let Some(Value::Object(conf)) = self.update.get_mut("current_conf") {
+            conf.insert(SPEC_HASH_KEY.to_string(), Value::String(hash.to_string()));
+        }
         self
+    }
+
+    /// A process's `pm2_env` from an earlier read, made ready to `prepare` again, as
+    /// `pm2 dump` + `pm2 resurrect` do (lib/API/Startup.js: `instances`, `pm_id` and
+    /// `prev_restart_delay` removed; the daemon resets the rest on start). For
+    /// `apply --rollback`; `instances` processes are started from it. `None` when the
+    /// entry has no usable `pm2_env`.
+    pub fn from_saved(entry: &Value, instances: usize) -> Option<Self> {
+        let mut env = entry.get("pm2_env")?.as_object()?.clone();
+        for key in ["instances", "pm_id", "prev_restart_delay", "unique_id", "created_at", "axm_actions", "axm_monitor", "axm_options", "axm_dynamic"] {
+            env.remove(key);
+        }
+        env.insert("instances".into(), Value::from(instances.max(1)));
+        let payload = Value::Object(env);
+        Call::prepare(payload.clone()).ok()?;
+        Some(Self { payload, update: Map::new() })
+    }
+
+    /// The `env` argument of `restartProcessId`/`reloadProcessId` that brings a running
+    /// process to this spec: the merged env, and `current_conf` (the app minus
+    /// `exec_mode`), exactly as `pm2 restart ecosystem.config.js` sends it.
+    pub fn update_env(&self) -> &Map<String, Value> {
+        &self.update
     }
 
     /// The payload as PM2 will receive it.
@@ -161,12 +213,40 @@ impl Resolver {
         home: &Pm2Home,
     ) -> Result<ResolvedApp, LiveError> {
         let name = spec.get("name").and_then(Value::as_str).unwrap_or("?").to_string();
-        let fail = |message: String| LiveError::Resolve { name: name.clone(), message };
-        if !spec.is_object() {
-            return Err(fail("the app spec is not an object".into()));
+        let mut all = self.resolve_many(&[ResolveRequest { spec, cwd, env_name }], home, None).await?;
+        all.pop().unwrap_or_else(|| Err(LiveError::Resolve { name, message: "helper printed no app".into() }))
+    }
+
+    /// Resolves many apps with one `node` run (start-up is most of the cost). The
+    /// outer error is the helper failing as a whole; each app has its own result.
+    ///
+    /// `base_env` is the environment PM2's code runs in. The CLI copies its whole
+    /// shell environment into every app it starts (`Common.prepareAppConf`), so what
+    /// an app got would depend on who ran the deploy, from which shell. `apply` passes
+    /// the daemon's own environment instead: each app then runs with exactly its
+    /// ecosystem env on top of what the daemon gives every child anyway — the same on
+    /// every run, whoever runs it. `None` inherits ours (as `pm2 start` would).
+    pub async fn resolve_many(
+        &self,
+        requests: &[ResolveRequest<'_>],
+        home: &Pm2Home,
+        base_env: Option<&Map<String, Value>>,
+    ) -> Result<Vec<Result<ResolvedApp, LiveError>>, LiveError> {
+        let names: Vec<String> =
+            requests.iter().map(|r| r.spec.get("name").and_then(Value::as_str).unwrap_or("?").to_string()).collect();
+        let all = names.join(", ");
+        let fail = |message: String| LiveError::Resolve { name: all.clone(), message };
+        let input: Vec<Value> = requests
+            .iter()
+            .map(|r| serde_json::json!({"spec": r.spec, "cwd": r.cwd, "env_name": r.env_name}))
+            .collect();
+        let cwd = requests.first().map_or(Path::new("/"), |r| r.cwd);
+        let mut command = tokio::process::Command::new(&self.node);
+        if let Some(env) = base_env {
+            command.env_clear();
+            command.envs(env.iter().filter_map(|(k, v)| v.as_str().map(|v| (k, v))));
         }
-        let input = serde_json::json!({"spec": spec, "cwd": cwd, "env_name": env_name});
-        let mut child = tokio::process::Command::new(&self.node)
+        let mut child = command
             .arg("-e")
             .arg(HELPER)
             .arg(&self.pm2_dir)
@@ -179,7 +259,7 @@ impl Resolver {
             .spawn()
             .map_err(|e| fail(format!("cannot run node: {e}")))?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(input.to_string().as_bytes()).await.map_err(|e| fail(format!("writing to node: {e}")))?;
+            stdin.write_all(Value::Array(input).to_string().as_bytes()).await.map_err(|e| fail(format!("writing to node: {e}")))?;
         }
         let output = tokio::time::timeout(self.timeout, child.wait_with_output())
             .await
@@ -190,12 +270,29 @@ impl Resolver {
             let line = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("node exited with an error");
             return Err(fail(line.trim().to_string()));
         }
-        let payload: Value =
-            serde_json::from_slice(&output.stdout).map_err(|e| fail(format!("helper printed no JSON: {e}")))?;
-        if !payload.is_object() {
-            return Err(fail("helper printed no app".into()));
+        let Ok(Value::Array(results)) = serde_json::from_slice::<Value>(&output.stdout) else {
+            return Err(fail("the helper printed no JSON list".into()));
+        };
+        if results.len() != requests.len() {
+            return Err(fail(format!("the helper answered for {} of {} apps", results.len(), requests.len())));
         }
-        Ok(ResolvedApp { payload })
+        Ok(results
+            .into_iter()
+            .zip(names)
+            .map(|(result, name)| {
+                let message = |m: &str| LiveError::Resolve { name: name.clone(), message: m.to_string() };
+                if let Some(error) = result.get("error").and_then(Value::as_str) {
+                    return Err(message(error));
+                }
+                let Value::Object(mut obj) = result else { return Err(message("helper printed no app")) };
+                let payload = obj.remove("payload").filter(Value::is_object).ok_or_else(|| message("helper printed no app"))?;
+                let update = match obj.remove("update") {
+                    Some(Value::Object(update)) => update,
+                    _ => return Err(message("helper printed no restart env")),
+                };
+                Ok(ResolvedApp { payload, update })
+            })
+            .collect())
     }
 }
 

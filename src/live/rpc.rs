@@ -100,6 +100,12 @@ impl Call {
         Self { method: "deleteProcessId", args: vec![json!(pm_id)] }
     }
 
+    /// `duplicateProcessId(id)`: starts one more process cloned from `id`'s `pm2_env`
+    /// (what `pm2 scale` does, lib/API.js `scale`). A plain id, like delete.
+    pub fn duplicate_process_id(pm_id: u64) -> Self {
+        Self { method: "duplicateProcessId", args: vec![json!(pm_id)] }
+    }
+
     /// `stopWatch(method, id)`: two arguments. The CLI sends it before stop and delete
     /// so the file watcher does not bring the app back.
     pub fn stop_watch(for_method: WatchedAction, pm_id: u64) -> Self {
@@ -534,6 +540,11 @@ mod tests {
         env.insert("FOO".into(), json!("bar"));
         assert_sends(Call::restart_process_id(2, env.clone()), json!([{"id": 2, "env": {"FOO": "bar"}}]));
         assert_sends(Call::reload_process_id(2, Map::new()), json!([{"id": 2, "env": {}}]));
+    }
+
+    #[test]
+    fn duplicate_sends_a_plain_id() {
+        assert_sends(Call::duplicate_process_id(4), json!([4]));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::model::{Action, AttributeChange, Basis, Change, Guard, Ignored, Plan, Reason, Summary};
+use super::model::{Action, AttributeChange, Basis, Change, Guard, Ignored, LiveMark, Plan, Reason, Summary};
 use crate::config::project::SafetySection;
 use crate::desired::DesiredApp;
 use crate::desired::spec::env_value;
@@ -133,6 +133,8 @@ pub fn diff(
         },
         git_commit: None,
         git_dirty: None,
+        desired_apps: desired.iter().map(|d| (d.name.clone(), desired_mark(d))).collect(),
+        live: live_marks(live, &owned),
     };
     Ok(Plan {
         version: 1,
@@ -166,11 +168,10 @@ fn compare(app: &DesiredApp, group: &[&LiveProcess], redactor: &Redactor) -> Cha
         ("log_file", &app.log_file, &first.log_file),
         ("pid_file", &app.pid_file, &first.pid_file),
     ] {
-        if let Some(wanted) = wanted {
-            if !same_log_path(live_path.as_deref(), wanted, first.pm_id) {
+        if let Some(wanted) = wanted
+            && !same_log_path(live_path.as_deref(), wanted, first.pm_id) {
                 push(key, path_value(live_path.as_deref()), json!(wanted), true);
             }
-        }
     }
     if let Some(interpreter) = &app.interpreter {
         push("interpreter", json!(first.interpreter), json!(interpreter), false);
@@ -348,9 +349,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a saved plan remembers of one desired app: its spec hash and instance count.
+fn desired_mark(app: &DesiredApp) -> String {
+    format!("{}x{}", app.hash, app.instances)
+}
+
 /// One hash for the whole desired state.
 pub fn desired_hash(desired: &[DesiredApp]) -> String {
-    let mut pairs: Vec<(&str, &str)> = desired.iter().map(|d| (d.name.as_str(), d.hash.as_str())).collect();
+    let mut pairs: Vec<(&str, String)> = desired.iter().map(|d| (d.name.as_str(), desired_mark(d))).collect();
     pairs.sort_unstable();
     hex(&Sha256::digest(json!(pairs).to_string().as_bytes()))
 }
@@ -358,18 +364,27 @@ pub fn desired_hash(desired: &[DesiredApp]) -> String {
 /// A fingerprint of what the plan depends on in the live list: every owned process's
 /// identity, pid, status, restarts and stamp, and the names of the others.
 pub fn live_fingerprint(live: &LiveState, owned: &dyn Fn(&str) -> bool) -> String {
-    let entries: Vec<Value> = live
-        .processes
+    let entries = serde_json::to_string(&live_marks(live, owned)).unwrap_or_default();
+    hex(&Sha256::digest(entries.as_bytes()))
+}
+
+/// What [`live_fingerprint`] covers, one mark a process.
+pub fn live_marks(live: &LiveState, owned: &dyn Fn(&str) -> bool) -> Vec<LiveMark> {
+    live.processes
         .iter()
         .map(|p| {
-            if owned(&p.namespace) {
-                json!([p.pm_id, p.name, p.namespace, p.pid, p.status.as_str(), p.restarts, p.spec_hash])
-            } else {
-                json!([p.pm_id, p.name, p.namespace])
+            let mine = owned(&p.namespace);
+            LiveMark {
+                pm_id: p.pm_id,
+                name: p.name.clone(),
+                namespace: p.namespace.clone(),
+                pid: if mine { p.pid } else { None },
+                status: mine.then(|| p.status.as_str().to_string()),
+                restarts: mine.then_some(p.restarts),
+                spec_hash: if mine { p.spec_hash.clone() } else { None },
             }
         })
-        .collect();
-    hex(&Sha256::digest(Value::Array(entries).to_string().as_bytes()))
+        .collect()
 }
 
 #[cfg(test)]

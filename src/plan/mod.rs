@@ -6,4 +6,4 @@ pub mod diff;
 pub mod model;
 
 pub use diff::{Conflict, diff};
-pub use model::{Action, AttributeChange, Change, Plan};
+pub use model::{Action, AttributeChange, Basis, Change, LiveMark, Plan};

@@ -136,6 +136,29 @@ pub struct Basis {
     pub git_commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_dirty: Option<bool>,
+    /// Each desired app's spec hash, by name: says which app moved.
+    #[serde(default)]
+    pub desired_apps: std::collections::BTreeMap<String, String>,
+    /// What the fingerprint covers, process by process: says which process moved.
+    #[serde(default)]
+    pub live: Vec<LiveMark>,
+}
+
+/// One live process as a plan depends on it. Processes outside the owned namespaces
+/// carry only their identity (their state is not the plan's business).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveMark {
+    pub pm_id: u64,
+    pub name: String,
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
 }
 
 /// The whole plan.

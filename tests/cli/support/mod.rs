@@ -50,7 +50,9 @@ pub fn reconcile(cwd: &Path) -> Command {
         .env_remove("PM2_DAEMON_PUB_PORT")
         .env_remove("RUST_LOG")
         .env("HOME", cwd)
-        .env("NO_COLOR", "1");
+        .env("NO_COLOR", "1")
+        // The repo's PM2, for `apply`'s resolver (never the CLI: it is not run).
+        .env("RECONCILE_PM2", pm2_package());
     cmd
 }
 

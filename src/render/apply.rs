@@ -1,0 +1,89 @@
+//! What `apply` prints as it goes (one line per call, to stderr) and at the end.
+
+use std::fmt::Write;
+
+use crate::apply::execute::{Event, Outcome};
+use crate::plan::Action;
+use crate::render::style;
+
+/// One progress line for an executor event.
+pub fn progress(event: &Event) -> String {
+    match event {
+        Event::Action(a) => {
+            let target = match (a.pm_id, a.new_pm_ids.as_slice()) {
+                (Some(id), []) => format!("pm_id {id}"),
+                (Some(id), new) => format!("pm_id {id} → {}", ids(new)),
+                (None, new) => format!("→ pm_id {}", ids(new)),
+            };
+            let (mark, s) = if a.error.is_some() { ("✗", style::ERROR) } else { ("•", style::GUTTER) };
+            let mut line = format!("  {s}{mark}{s:#} {:<9} {} ({}) [{target}] {} ms", a.call, a.app, a.action.as_str(), a.duration_ms);
+            if let Some(error) = &a.error {
+                let _ = write!(line, ": {error}");
+            }
+            line.push('\n');
+            line
+        }
+        Event::Healthy { app, pm_id, online_ms } => {
+            let s = style::GUTTER;
+            format!("  {s}✓{s:#} healthy   {app} [pm_id {pm_id}] online for {online_ms} ms without a restart\n")
+        }
+        Event::Unhealthy(f) => {
+            let e = style::ERROR;
+            let stopped = if f.stopped { "stopped it" } else { "COULD NOT STOP IT" };
+            let mut text = format!("  {e}✗ unhealthy{e:#} {} [pm_id {}] {} ({} restarts); {stopped}\n", f.app, f.pm_id, f.what, f.restarts);
+            if !f.log_tail.is_empty() {
+                let _ = writeln!(text, "      last lines of its error log:");
+                for line in &f.log_tail {
+                    let _ = writeln!(text, "      | {line}");
+                }
+            }
+            text
+        }
+        Event::RolledBack { app, pm_ids, error } => match error {
+            None => format!("  ↺ rolled back {app}: previous spec running again as pm_id {}\n", ids(pm_ids)),
+            Some(e) => format!("  {}✗ rollback of {app} failed:{:#} {e}\n", style::ERROR, style::ERROR),
+        },
+    }
+}
+
+fn ids(ids: &[u64]) -> String {
+    if ids.is_empty() {
+        return "none".into();
+    }
+    ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// The closing summary: what was done and whether the world is as promised.
+pub fn summary(outcome: &Outcome, problems: &[String], elapsed_ms: u128) -> String {
+    let mut out = String::new();
+    let calls = |action: Action| outcome.actions.iter().filter(|a| a.action == action && a.error.is_none()).map(|a| &a.app).collect::<std::collections::BTreeSet<_>>().len();
+    let done = format!(
+        "{} created, {} updated, {} replaced, {} scaled, {} deleted",
+        calls(Action::Create),
+        calls(Action::Update),
+        calls(Action::Replace),
+        calls(Action::Scale),
+        calls(Action::Delete)
+    );
+    if outcome.succeeded() && problems.is_empty() {
+        let s = style::BOLD;
+        let _ = writeln!(out, "\n{s}Apply complete:{s:#} {done}; {} process(es) healthy; in {elapsed_ms} ms.", outcome.healthy);
+        return out;
+    }
+    let e = style::ERROR;
+    let _ = writeln!(out, "\n{e}Apply failed:{e:#} {done}; in {elapsed_ms} ms.");
+    if let Some(why) = &outcome.aborted {
+        let _ = writeln!(out, "  stopped early: {why}");
+    }
+    for f in &outcome.failures {
+        let _ = writeln!(out, "  `{}` (pm_id {}) {}; it was {}", f.app, f.pm_id, f.what, if f.stopped { "stopped so it cannot crash-loop" } else { "NOT stopped" });
+    }
+    if !outcome.rolled_back.is_empty() {
+        let _ = writeln!(out, "  rolled back to their previous spec: {}", outcome.rolled_back.join(", "));
+    }
+    for p in problems {
+        let _ = writeln!(out, "  {p}");
+    }
+    let _ = writeln!(out, "  The apps changed before the failure stay as they are; the journal records every call. Fix the cause and run apply again: it converges.");
+    out
+}
