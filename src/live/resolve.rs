@@ -55,8 +55,14 @@ use super::rpc::Call;
 /// `Common.mergeEnvironmentVariables`). One `node` start serves every app of an apply.
 const HELPER: &str = r#"
 const path = require('path');
+const util = require('util');
 const lib = path.join(process.argv[1], 'lib');
 process.env.PM2_USAGE = 'CLI';
+// PM2 prints to stdout while it resolves (`[PM2] Creating folder: .../logs` when a
+// log directory does not exist yet): stdout carries only the answer.
+const answer = process.stdout.write.bind(process.stdout);
+console.log = console.info = (...args) => process.stderr.write(util.format(...args) + '\n');
+process.stdout.write = (chunk, ...rest) => process.stderr.write(chunk, ...rest);
 let input = '';
 process.stdin.setEncoding('utf8');
 process.stdin.on('data', (c) => { input += c; });
@@ -91,7 +97,7 @@ process.stdin.on('end', () => {
       return { error: String(e && e.message ? e.message : e) };
     }
   });
-  process.stdout.write(JSON.stringify(out));
+  answer(JSON.stringify(out));
 });
 "#;
 
