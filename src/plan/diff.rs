@@ -186,7 +186,12 @@ fn compare(app: &DesiredApp, group: &[&LiveProcess], redactor: &Redactor) -> Cha
     }
     let live_env: BTreeMap<&String, String> = first.env_set.iter().map(|(k, v)| (k, env_value(v))).collect();
     for (key, wanted) in &app.env {
-        let before = live_env.get(key);
+        // Which live vars the app set is a guess (model::split_env: a value equal to
+        // the daemon's own counts as inherited). A var the desired state sets is
+        // compared with what the process has, wherever the guess put it: else an app
+        // whose NODE_ENV or PYTHONUNBUFFERED matches the daemon's would never be noop.
+        let inherited = first.env_inherited.get(key.as_str()).filter(|v| !v.is_object()).map(env_value);
+        let before = live_env.get(key).or(inherited.as_ref());
         if before != Some(wanted) {
             let path = format!("env.{key}");
             if redactor.is_secret(key) {
@@ -460,6 +465,22 @@ mod tests {
         let p = plan(&app, &live(vec![stopped]));
         assert_eq!(action(&p, "api"), Action::Update);
         assert_eq!(p.changes[0].reason, Some(Reason::NotRunning));
+    }
+
+    #[test]
+    fn a_desired_var_that_equals_the_daemons_is_compared_with_the_inherited_one() {
+        // PM2 adds PYTHONUNBUFFERED=1 for python apps; a daemon started from a shell
+        // with the same value makes the live split call it inherited.
+        let app = desired(json!([api(json!({"env": {"PORT": 3000, "NODE_ENV": "production"}}))]));
+        let mut process = live_of(&app[0], 0);
+        let value = process.env_set.remove("NODE_ENV").unwrap();
+        process.env_inherited.insert("NODE_ENV".into(), value);
+        assert_eq!(action(&plan(&app, &live(vec![process.clone()])), "api"), Action::Noop);
+        // A different inherited value is still a change, in place.
+        process.env_inherited.insert("NODE_ENV".into(), json!("development"));
+        let p = plan(&app, &live(vec![process]));
+        assert_eq!(action(&p, "api"), Action::Update);
+        assert_eq!(p.changes[0].attributes[0].before, json!("development"));
     }
 
     #[test]
