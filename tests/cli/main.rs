@@ -14,6 +14,7 @@ mod lint;
 mod plan;
 mod plan_git;
 mod quickstart;
+mod round_trip;
 mod live_read;
 mod live_write;
 mod status;
