@@ -135,7 +135,8 @@ pub struct LiveProcess {
     pub log_file: Option<PathBuf>,
     /// `pm_pid_path`.
     pub pid_file: Option<PathBuf>,
-    /// Env the app set (heuristic: see [`split_env`]).
+    /// Env the app set (heuristic: see [`split_env`]), including variables a restart
+    /// removed from `env` that the process still has (see `is_leftover_env`).
     pub env_set: BTreeMap<String, Value>,
     /// Env inherited from the shell that started it or the daemon, or added by PM2.
     pub env_inherited: BTreeMap<String, Value>,
@@ -723,14 +724,22 @@ fn normalize_one(index: usize, item: Option<RawEntry>, daemon_env: Option<&Daemo
     let spec_hash =
         string(take(SPEC_HASH_KEY)).or_else(|| env.get(SPEC_HASH_ENV).and_then(Value::as_str).map(str::to_string));
     let unchecked = pm2_env.rest_before_env;
-    let options = std::mem::take(&mut pm2_env.rest)
+    let (leftover_env, options): (Vec<_>, Vec<_>) = std::mem::take(&mut pm2_env.rest)
         .into_iter()
         .enumerate()
         // executeApp copies every scalar env entry to the top level of pm2_env: those
         // copies are env, not options. Those read after `env` were dropped while reading.
         .filter(|(i, (k, v))| *i >= unchecked || env.get(k.as_str()) != Some(v))
         .map(|(_, kv)| kv)
-        .collect();
+        .partition(|(k, v)| env.get(k.as_str()).is_none() && is_leftover_env(k, v));
+    let options = options.into_iter().collect();
+    let env = if leftover_env.is_empty() {
+        env
+    } else {
+        let mut entries: Vec<_> = env.into_sorted().collect();
+        entries.extend(leftover_env);
+        SortedEnv::from_entries(entries)
+    };
     let (env_set, env_inherited) = split_sorted(&name, env, daemon_env);
     Ok(LiveProcess {
         pm_id,
@@ -759,6 +768,41 @@ fn normalize_one(index: usize, item: Option<RawEntry>, daemon_env: Option<&Daemo
         monit,
         options,
     })
+}
+
+/// Every field PM2 7.0.4 keeps at the top of `pm2_env` itself: the app options of
+/// `lib/API/schema.json`, and the runtime fields `God.executeApp` and the action
+/// methods add (pm2-internals.md §5).
+const PM2_FIELDS: &[&str] = &[
+    // lib/API/schema.json
+    "script", "name", "name_prefix", "filter_env", "namespace", "install_url", "cwd", "args", "exec_interpreter",
+    "node_args", "out_file", "error_file", "log_file", "disable_logs", "log_type", "log_date_format", "time", "env",
+    "max_memory_restart", "pid_file", "restart_delay", "exp_backoff_restart_delay", "source_map_support",
+    "disable_source_map_support", "wait_ready", "instances", "kill_timeout", "shutdown_with_message", "listen_timeout",
+    "cron_restart", "merge_logs", "vizion", "autostart", "autorestart", "stop_exit_codes", "watch_delay", "watch",
+    "ignore_watch", "watch_options", "min_uptime", "max_restarts", "execute_command", "exec_mode", "force",
+    "append_env_to_name", "post_update", "trace", "disable_trace", "v8", "event_loop_inspector", "deep_monitoring",
+    "increment_var", "instance_var", "pmx", "automation", "treekill", "port", "username", "uid", "gid", "windowsHide",
+    "kill_retry_time", "write", "io",
+    // runtime
+    "pm_id", "status", "restart_time", "unstable_restarts", "created_at", "pm_uptime", "exit_code", "prev_restart_delay",
+    "pm_exec_path", "pm_cwd", "pm_out_log_path", "pm_err_log_path", "pm_log_path", "pm_pid_path", "axm_actions",
+    "axm_monitor", "axm_options", "axm_dynamic", "vizion_running", "km_link", "unique_id", "version", "versioning",
+    "node_version", "_pm2_version", "_tree_pids", "_km_monitored", "restart_task", "current_conf", "updateEnv",
+    SPEC_HASH_KEY,
+];
+
+/// Whether a top-level `pm2_env` entry that `env` does not list is an env var the
+/// process still has. The fork child's environment is every scalar field of `pm2_env`
+/// (`God/ForkMode.js`), and a restart merges a new env in but never deletes the old
+/// top-level copy: after `pm2 restart eco.config.js` without `DROP`, `env` no longer
+/// has it while the process still runs with `DROP` (observed, and re-checked by
+/// `live_write::restart_applies_update_attributes_in_place_and_never_replace_attributes`).
+/// Such an entry is neither one of PM2's own fields nor an `env_<name>` block.
+fn is_leftover_env(key: &str, value: &Value) -> bool {
+    matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_))
+        && !PM2_FIELDS.contains(&key)
+        && !key.starts_with("env_")
 }
 
 /// Splits an app's `pm2_env.env` into what the app set and what it inherited.
@@ -909,6 +953,10 @@ mod tests {
     fn pm2_additions_are_inherited_whatever_the_daemon_env() {
         let mut e = entry();
         e["pm2_env"]["env"] = json!({"api": {}, "PM2_INTERACTOR_PROCESSING": "true", "other": {}, "A": "1"});
+        // Without their top-level copies, which the process would still see.
+        for copy in ["PORT", "PATH"] {
+            e["pm2_env"].as_object_mut().unwrap().remove(copy);
+        }
         let procs = normalize_list(&json!([e]), Some(&Map::new())).unwrap();
         // An object never reaches the child (PM2 stringifies an app's own objects).
         assert_eq!(procs[0].env_set.keys().collect::<Vec<_>>(), ["A"]);
@@ -923,6 +971,19 @@ mod tests {
         assert_eq!(p.namespace, "default");
         assert_eq!(p.exec_mode, ExecMode::Fork);
         assert_eq!(p.uptime_ms(10), None);
+    }
+
+    #[test]
+    fn an_env_var_left_at_the_top_of_pm2_env_is_still_the_processs() {
+        // After an in-place restart without DROP: env lost it, its top-level copy stays.
+        let list = json!([{"name": "a", "pm_id": 1, "pm2_env": {"env": {"KEEP": "1"}, "KEEP": "1", "DROP": "x",
+            "kill_timeout": 3000, "km_link": false, "env_production": {"A": "1"}, "axm_options": {}, "pm_cwd": "/srv"}}]);
+        let p = &normalize_list(&list, None).unwrap()[0];
+        assert_eq!(p.env_set.get("DROP"), Some(&json!("x")));
+        assert!(!p.options.contains_key("DROP"));
+        for key in ["kill_timeout", "km_link", "env_production", "axm_options"] {
+            assert!(p.options.contains_key(key), "{key} is PM2's own field");
+        }
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! cannot remove an env var (the old top-level copy stays in the child's env), and
 //! the CLI path ignores script, cwd, log paths and exec_mode, so those — and a change
 //! of namespace — are delete + start. `instances` is never applied by a restart: it
-//! is a scale. `tests/cli/plan_live.rs` re-checks each class on a real daemon.
+//! is a scale. `tests/cli/live_write.rs`
+//! (`restart_applies_update_attributes_in_place_and_never_replace_attributes`)
+//! re-checks each class on a real daemon: every app is restarted in place with its new
+//! spec, and only the update class then plans as noop.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -233,3 +233,136 @@ fn the_bus_ends_when_the_daemon_dies() {
         assert!(matches!(next, Ok(None)), "{next:?}");
     });
 }
+
+/// pm2-internals.md §4, re-checked on a real daemon: which attribute changes a restart
+/// with the updated spec applies in place (`apply`'s update: `restartProcessId` with
+/// the merged env and `current_conf`, as `pm2 restart ecosystem.config.js` sends), and
+/// which it silently leaves as they were, so that only delete + start applies them.
+/// Each app starts from a base spec, the file then changes one attribute per app;
+/// `plan` must class it as an update or a replace, every app is restarted in place
+/// anyway, and a fresh `plan` must then be noop for exactly the updates, while each
+/// replace still shows the attribute that forces it.
+#[test]
+fn restart_applies_update_attributes_in_place_and_never_replace_attributes() {
+    let home = Pm2Home::start();
+    home.start_sleep("bystander", "theirs");
+    let dir = home.path().join("project");
+    std::fs::create_dir_all(dir.join("other")).unwrap();
+    std::fs::write(dir.join("app.js"), "setInterval(() => {}, 1 << 30);\n").unwrap();
+    std::fs::write(dir.join("other.js"), "setInterval(() => {}, 1 << 30);\n").unwrap();
+    std::fs::write(dir.join("other/app.js"), "setInterval(() => {}, 1 << 30);\n").unwrap();
+    let base = |name: &str| {
+        json!({"name": name, "namespace": "mine", "script": "app.js", "exec_mode": "fork", "args": ["--a"],
+            "node_args": [], "env": {"KEEP": "1", "DROP": "x"}, "min_uptime": 5000, "max_restarts": 5,
+            "restart_delay": 2000, "kill_timeout": 3000, "max_memory_restart": "300M",
+            "out_file": format!("logs/{name}-out.log"), "error_file": format!("logs/{name}-err.log")})
+    };
+    // (app, attribute the plan reports, the change, what the plan must call it)
+    let cases: Vec<(&str, &str, serde_json::Value, &str)> = vec![
+        ("u-env-add", "env.NEW", json!({"env": {"KEEP": "1", "DROP": "x", "NEW": "y"}}), "update"),
+        ("u-env-change", "env.KEEP", json!({"env": {"KEEP": "2", "DROP": "x"}}), "update"),
+        ("u-args", "args", json!({"args": ["--b", "two words"]}), "update"),
+        ("u-node-args", "node_args", json!({"node_args": ["--max-old-space-size=64"]}), "update"),
+        ("u-kill-timeout", "kill_timeout", json!({"kill_timeout": 4000}), "update"),
+        ("u-max-memory", "max_memory_restart", json!({"max_memory_restart": "400M"}), "update"),
+        ("r-env-remove", "env.DROP", json!({"env": {"KEEP": "1"}}), "replace"),
+        ("r-script", "script", json!({"script": "other.js"}), "replace"),
+        ("r-cwd", "cwd", json!({"cwd": "other"}), "replace"),
+        ("r-exec-mode", "exec_mode", json!({"exec_mode": "cluster"}), "replace"),
+        ("r-out-file", "out_file", json!({"out_file": "logs/moved-out.log"}), "replace"),
+    ];
+    let write = |apps: &[serde_json::Value]| {
+        std::fs::write(dir.join("eco.json"), serde_json::to_string_pretty(&json!({ "apps": apps })).unwrap()).unwrap();
+    };
+    let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    write(&names.iter().map(|n| base(n)).collect::<Vec<_>>());
+    std::fs::write(
+        dir.join("reconcile.toml"),
+        "[project]\necosystem = [\"eco.json\"]\nnamespaces = [\"mine\"]\n\n[pm2]\ntimeout_ms = 10000\n\n\
+         [safety]\nmax_changed_fraction = 1.0\n\n[policies.rules.log-files]\nseverity = \"off\"\n\n\
+         [policies.rules.exec-mode]\nseverity = \"off\"\n",
+    )
+    .unwrap();
+    let mut start = std::process::Command::new(crate::support::pm2_bin());
+    start.args(["start", "eco.json"]).current_dir(&dir).env("PM2_HOME", home.path()).env_remove("_");
+    assert!(crate::support::run_with_timeout(&mut start, T * 6).status.success());
+    for name in &names {
+        home.wait_status(name, "online");
+    }
+    let plan = || {
+        let out = crate::support::run_with_timeout(
+            crate::support::reconcile(&dir).env("PM2_HOME", home.path()).args(["plan", "--format", "json"]),
+            T * 6,
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let change = |plan: &serde_json::Value, name: &str| {
+        plan["changes"].as_array().unwrap().iter().find(|c| c["name"] == name).cloned().unwrap()
+    };
+    let paths = |change: &serde_json::Value| -> Vec<String> {
+        change["attributes"].as_array().unwrap().iter().map(|a| a["path"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(plan()["changes"].as_array().unwrap().iter().all(|c| c["action"] == "noop"), "the base specs start as noop");
+
+    let changed: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|(name, _, patch, _)| {
+            let mut app = base(name);
+            for (k, v) in patch.as_object().unwrap() {
+                app[k] = v.clone();
+            }
+            app
+        })
+        .collect();
+    write(&changed);
+    let before = plan();
+    for (name, attribute, _, class) in &cases {
+        let c = change(&before, name);
+        assert_eq!(c["action"], *class, "{name}: {c:#}");
+        assert!(paths(&c).contains(&attribute.to_string()), "{name} reports {attribute}: {c:#}");
+    }
+
+    // Restart every app in place with its new spec, as `apply` updates one.
+    let rt = runtime().unwrap();
+    let ids: Vec<(String, u64, Option<u32>)> = rt.block_on(async {
+        let mut c = Pm2Client::connect(&home.live_home(), T).await.unwrap();
+        let state = c.list().await.unwrap();
+        let resolver = Resolver::with_pm2_dir(pm2_package(), T).unwrap();
+        let mut ids = Vec::new();
+        for app in &changed {
+            let name = app["name"].as_str().unwrap();
+            let p = state.by_name(name).next().unwrap();
+            let resolved = resolver.resolve(app, &dir, None, &home.live_home()).await.unwrap();
+            let owned_p = c.confirm_owned(p.pm_id, name, &owned()).await.unwrap();
+            c.restart(&owned_p, resolved.update_env().clone()).await.unwrap();
+            ids.push((name.to_string(), p.pm_id, p.pid));
+        }
+        ids
+    });
+    for name in &names {
+        home.wait_status(name, "online");
+    }
+    let state = rt.block_on(async { Pm2Client::connect(&home.live_home(), T).await.unwrap().list().await.unwrap() });
+    for (name, pm_id, pid) in &ids {
+        let p = state.get(*pm_id).unwrap_or_else(|| panic!("{name} kept its pm_id"));
+        assert_eq!(&p.name, name);
+        assert_ne!(&p.pid, pid, "{name} was restarted");
+    }
+    let after = plan();
+    for (name, attribute, _, class) in &cases {
+        let c = change(&after, name);
+        if *class == "update" {
+            assert_eq!(c["action"], "noop", "{name}: a restart applied {attribute} in place: {c:#}");
+        } else {
+            assert_eq!(c["action"], "replace", "{name}: a restart left {attribute} as it was: {c:#}");
+            assert!(paths(&c).contains(&attribute.to_string()), "{name} still reports {attribute}: {c:#}");
+        }
+    }
+    // The daemon-level fact behind env removal being a replace: the restarted process
+    // itself still runs with the removed variable.
+    let dropped = state.by_name("r-env-remove").next().and_then(|p| p.pid).unwrap();
+    let environ = std::fs::read(format!("/proc/{dropped}/environ")).unwrap();
+    assert!(environ.split(|b| *b == 0).any(|kv| kv == b"DROP=x"), "r-env-remove still sees DROP=x");
+    let bystander = home.jlist().as_array().unwrap().iter().find(|p| p["name"] == "bystander").unwrap()["pm2_env"]["restart_time"].clone();
+    assert_eq!(bystander, json!(0), "nothing outside the owned namespace restarted");
+}
