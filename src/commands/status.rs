@@ -20,7 +20,8 @@ pub fn run(cli: &Cli, _args: &StatusArgs) -> Result<ExitStatus> {
     let project = open_project(&cli.global)?;
     let settings = project.as_ref().map(|p| p.settings.clone()).unwrap_or_default();
     let source = live_source(&cli.global, project.as_ref())?;
-    let state = live::read(&source, Duration::from_millis(settings.pm2.timeout_ms))?;
+    // Status shows no env and no options: the list is read without them.
+    let state = live::read_summary(&source, Duration::from_millis(settings.pm2.timeout_ms))?;
     let thresholds = HealthThresholds {
         crash_restarts: settings.health.crash_restarts,
         crash_window_restarts: settings.health.crash_window_restarts,

@@ -15,7 +15,8 @@ use serde_json::{Map, Value};
 use super::error::LiveError;
 use super::home::Pm2Home;
 use super::model::{
-    DaemonInfo, ExecMode, LiveOrigin, LiveProcess, LiveState, ProcessStatus, RawList, as_u64, normalize_owned, normalize_raw,
+    DaemonInfo, Detail, ExecMode, ListSeed, LiveOrigin, LiveProcess, LiveState, ProcessStatus, RawList, as_u64, normalize_owned,
+    normalize_raw,
 };
 use super::resolve::ResolvedApp;
 use super::rpc::{Call, NotifyAction, Reply, RpcConnection, WatchedAction};
@@ -85,7 +86,7 @@ impl Pm2Client {
     /// PM2 version), and the version is checked before anything else is used.
     pub async fn connect_and_list(home: &Pm2Home, timeout: Duration) -> Result<(Self, LiveState), LiveError> {
         let (conn, replies) = Self::request_list(home, timeout).await?;
-        let (client, list) = Self::from_list_replies(conn, home, replies)?;
+        let (client, list) = Self::from_list_replies(conn, home, replies, Detail::Full)?;
         let state = client.state_from(list)?;
         Ok((client, state))
     }
@@ -99,13 +100,18 @@ impl Pm2Client {
     }
 
     /// The parsing half: checks the version, keeps the report, reads the list.
-    pub(crate) fn from_list_replies(conn: RpcConnection, home: &Pm2Home, replies: Vec<Reply>) -> Result<(Self, RawList), LiveError> {
+    pub(crate) fn from_list_replies(
+        conn: RpcConnection,
+        home: &Pm2Home,
+        replies: Vec<Reply>,
+        detail: Detail,
+    ) -> Result<(Self, RawList), LiveError> {
         let mut replies = replies.into_iter();
         let mut next = |method| replies.next().ok_or(LiveError::BadReply { method, detail: "no reply".into() });
         let version = next("getVersion")?.args()?;
         let mut client = Self::checked(conn, home, &version)?;
         client.set_report(next("getReport")?.args()?);
-        let list = next("getMonitorData")?.first_arg::<RawList>()?;
+        let list = next("getMonitorData")?.first_arg_seed(ListSeed(detail))?;
         Ok((client, list.unwrap_or_default()))
     }
 

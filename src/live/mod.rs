@@ -56,6 +56,13 @@ pub fn read(source: &LiveSource, timeout: Duration) -> Result<LiveState, LiveErr
     fetch(source, timeout)?.parse()
 }
 
+/// [`read`] without what only planning needs: every process's `env_set`,
+/// `env_inherited` and `options` are left empty ([`model::Detail::Summary`]). For
+/// `status`: env is most of the list's bytes, and skipping it halves the run.
+pub fn read_summary(source: &LiveSource, timeout: Duration) -> Result<LiveState, LiveError> {
+    fetch(source, timeout)?.parse_with(model::Detail::Summary)
+}
+
 /// The live state fetched but not parsed yet: what [`fetch`] returns.
 #[derive(Debug)]
 pub struct Fetched {
@@ -89,11 +96,17 @@ pub fn fetch(source: &LiveSource, timeout: Duration) -> Result<Fetched, LiveErro
 impl Fetched {
     /// Checks the daemon's version and reads and normalizes the list.
     pub fn parse(self) -> Result<LiveState, LiveError> {
+        self.parse_with(model::Detail::Full)
+    }
+
+    /// [`Fetched::parse`], reading as much of each process as `detail` says (a
+    /// snapshot is always read in full).
+    pub fn parse_with(self, detail: model::Detail) -> Result<LiveState, LiveError> {
         match self.inner {
             FetchedInner::Snapshot(path) => snapshot::read(&path),
             FetchedInner::Daemon(fetched) => {
                 let (home, conn, replies) = *fetched;
-                let (client, list) = Pm2Client::from_list_replies(conn, &home, replies)?;
+                let (client, list) = Pm2Client::from_list_replies(conn, &home, replies, detail)?;
                 client.state_from_list(list)
             }
         }

@@ -314,7 +314,7 @@ pub fn normalize_owned(list: Value, daemon_env: Option<&Map<String, Value>>) -> 
     let Value::Array(items) = list else { return Err(ModelError::NotAList) };
     let entries = items
         .into_iter()
-        .map(|item| IfObject::<RawEntry>::deserialize(item).map(|e| e.0))
+        .map(|item| ObjectSeed::<RawEntry>::new(Detail::Full).deserialize(item).map(|e| e.0))
         .collect::<Result<Vec<_>, _>>()
         // Every value is accepted by the lenient readers below; this cannot fail.
         .map_err(|_| ModelError::NotAList)?;
@@ -343,9 +343,31 @@ impl Default for RawList {
     }
 }
 
+/// How much of each process to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Everything the model has (what `plan` compares).
+    Full,
+    /// Only what `status` shows: `env_set`, `env_inherited` and `options` are left
+    /// empty, and env is not parsed at all (it is most of the list's bytes).
+    Summary,
+}
+
 impl<'de> Deserialize<'de> for RawList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ListVisitor;
+        ListSeed(Detail::Full).deserialize(d)
+    }
+}
+
+/// Reads a [`RawList`] with the given [`Detail`].
+#[derive(Debug, Clone, Copy)]
+pub struct ListSeed(pub Detail);
+
+impl<'de> DeserializeSeed<'de> for ListSeed {
+    type Value = RawList;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawList, D::Error> {
+        struct ListVisitor(Detail);
         impl<'de> Visitor<'de> for ListVisitor {
             type Value = RawList;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -353,7 +375,7 @@ impl<'de> Deserialize<'de> for RawList {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawList, A::Error> {
                 let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(16));
-                while let Some(IfObject(entry)) = seq.next_element::<IfObject<RawEntry>>()? {
+                while let Some(IfObject(entry)) = seq.next_element_seed(ObjectSeed::<RawEntry>::new(self.0))? {
                     items.push(entry);
                 }
                 Ok(RawList(Some(items)))
@@ -364,7 +386,7 @@ impl<'de> Deserialize<'de> for RawList {
             }
             lenient_scalars!(RawList(None));
         }
-        d.deserialize_any(ListVisitor)
+        d.deserialize_any(ListVisitor(self.0))
     }
 }
 
@@ -379,7 +401,7 @@ pub struct RawEntry {
 }
 
 impl<'de> FromObject<'de> for RawEntry {
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+    fn from_map<A: MapAccess<'de>>(mut map: A, detail: Detail) -> Result<Self, A::Error> {
         let mut entry = RawEntry::default();
         while let Some(key) = map.next_key::<KeyName<'de>>()? {
             match key.as_str() {
@@ -387,7 +409,7 @@ impl<'de> FromObject<'de> for RawEntry {
                 "name" => entry.name = Some(map.next_value()?),
                 "pid" => entry.pid = Some(map.next_value()?),
                 "monit" => entry.monit = Some(map.next_value()?),
-                "pm2_env" => entry.pm2_env = map.next_value::<IfObject<RawPm2Env>>()?.0,
+                "pm2_env" => entry.pm2_env = map.next_value_seed(ObjectSeed::<RawPm2Env>::new(detail))?.0,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -408,16 +430,19 @@ pub struct RawPm2Env {
 }
 
 impl<'de> FromObject<'de> for RawPm2Env {
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+    fn from_map<A: MapAccess<'de>>(mut map: A, detail: Detail) -> Result<Self, A::Error> {
+        let full = detail == Detail::Full;
         let mut raw = RawPm2Env {
             lifted: [const { None }; LIFTED.len()],
             env: SortedEnv::default(),
-            rest: Vec::with_capacity(96),
+            rest: Vec::with_capacity(if full { 96 } else { 0 }),
             rest_before_env: 0,
         };
         while let Some(key) = map.next_key::<KeyName<'de>>()? {
-            if key.as_str() == "env" {
-                raw.env = map.next_value::<IfObject<SortedEnv>>()?.0.unwrap_or_default();
+            if !full && (key.as_str() == "env" || lifted_slot(key.as_str()).is_none()) {
+                map.next_value::<IgnoredAny>()?;
+            } else if key.as_str() == "env" {
+                raw.env = map.next_value_seed(ObjectSeed::<SortedEnv>::new(detail))?.0.unwrap_or_default();
                 raw.rest_before_env = raw.rest.len();
             } else if let Some(slot) = lifted_slot(key.as_str()) {
                 raw.lifted[slot] = Some(map.next_value()?);
@@ -522,7 +547,7 @@ impl SortedEnv {
 }
 
 impl<'de> FromObject<'de> for SortedEnv {
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+    fn from_map<A: MapAccess<'de>>(mut map: A, _: Detail) -> Result<Self, A::Error> {
         let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(48));
         while let Some(key) = map.next_key::<String>()? {
             entries.push((key, map.next_value()?));
@@ -594,22 +619,33 @@ impl<'de> DeserializeSeed<'de> for UnlessEqual<'_> {
 
 /// A type read from a JSON object.
 trait FromObject<'de>: Sized {
-    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+    fn from_map<A: MapAccess<'de>>(map: A, detail: Detail) -> Result<Self, A::Error>;
 }
 
 /// `Some(T)` from an object; `None` from any other JSON value (which is consumed).
 struct IfObject<T>(Option<T>);
 
-impl<'de, T: FromObject<'de>> Deserialize<'de> for IfObject<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+/// Reads an [`IfObject`] with the given [`Detail`].
+struct ObjectSeed<T>(Detail, std::marker::PhantomData<T>);
+
+impl<T> ObjectSeed<T> {
+    fn new(detail: Detail) -> Self {
+        ObjectSeed(detail, std::marker::PhantomData)
+    }
+}
+
+impl<'de, T: FromObject<'de>> DeserializeSeed<'de> for ObjectSeed<T> {
+    type Value = IfObject<T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<IfObject<T>, D::Error> {
+        struct ObjectVisitor<T>(Detail, std::marker::PhantomData<T>);
         impl<'de, T: FromObject<'de>> Visitor<'de> for ObjectVisitor<T> {
             type Value = IfObject<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("any JSON value")
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<IfObject<T>, A::Error> {
-                T::from_map(map).map(|t| IfObject(Some(t)))
+                T::from_map(map, self.0).map(|t| IfObject(Some(t)))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IfObject<T>, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
@@ -617,7 +653,7 @@ impl<'de, T: FromObject<'de>> Deserialize<'de> for IfObject<T> {
             }
             lenient_scalars!(IfObject(None));
         }
-        d.deserialize_any(ObjectVisitor(std::marker::PhantomData))
+        d.deserialize_any(ObjectVisitor(self.0, self.1))
     }
 }
 
@@ -984,6 +1020,19 @@ mod tests {
         for key in ["kill_timeout", "km_link", "env_production", "axm_options"] {
             assert!(p.options.contains_key(key), "{key} is PM2's own field");
         }
+    }
+
+    #[test]
+    fn a_summary_read_skips_env_and_options_only() {
+        let text = json!([entry()]).to_string();
+        let full = normalize_raw(serde_json::from_str(&text).unwrap(), None).unwrap();
+        let mut de = serde_json::Deserializer::from_str(&text);
+        let summary = normalize_raw(ListSeed(Detail::Summary).deserialize(&mut de).unwrap(), None).unwrap();
+        let (f, s) = (&full[0], &summary[0]);
+        assert!(s.env_set.is_empty() && s.env_inherited.is_empty() && s.options.is_empty());
+        assert!(!f.env_set.is_empty() && !f.options.is_empty());
+        let strip = |p: &LiveProcess| LiveProcess { env_set: BTreeMap::new(), env_inherited: BTreeMap::new(), options: BTreeMap::new(), ..p.clone() };
+        assert_eq!(strip(f), strip(s), "every other field is read alike");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 use std::marker::PhantomData;
 use std::path::PathBuf;
 
-use serde::de::{Deserialize, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -395,7 +395,17 @@ impl Reply {
     /// The first callback argument read straight into `T` (`None` when the daemon
     /// sent none), or the daemon's error.
     pub fn first_arg<T: DeserializeOwned>(self) -> Result<Option<T>, LiveError> {
-        let envelope: Envelope<T> = serde_json::from_slice(self.body()).map_err(|e| self.json_error(&e))?;
+        self.first_arg_seed(PhantomData::<T>)
+    }
+
+    /// [`Reply::first_arg`] read with a `serde` seed (e.g. how much of the list to read).
+    pub fn first_arg_seed<S, T>(self, seed: S) -> Result<Option<T>, LiveError>
+    where
+        S: for<'de> DeserializeSeed<'de, Value = T>,
+    {
+        let mut de = serde_json::Deserializer::from_slice(self.body());
+        let envelope = EnvelopeSeed(seed).deserialize(&mut de).and_then(|e| de.end().map(|()| e));
+        let envelope = envelope.map_err(|e| self.json_error(&e))?;
         match envelope {
             Envelope { error: Some(err), .. } => Err(LiveError::Remote { method: self.method, message: error_message(&err) }),
             Envelope { args: Some(first), .. } => Ok(first),
@@ -413,21 +423,31 @@ struct Envelope<T> {
     args: Option<Option<T>>,
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Envelope<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct EnvelopeVisitor<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for EnvelopeVisitor<T> {
-            type Value = Envelope<T>;
+/// Reads an [`Envelope`] whose first argument is read by the seed `S`.
+struct EnvelopeSeed<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for EnvelopeSeed<S> {
+    type Value = Envelope<S::Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        struct EnvelopeVisitor<S>(S);
+        impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for EnvelopeVisitor<S> {
+            type Value = Envelope<S::Value>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an RPC reply object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<T>, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut envelope = Envelope { error: None, args: None };
+                let mut seed = Some(self.0);
                 while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "error" => envelope.error = Some(map.next_value()?),
-                        "args" => envelope.args = Some(map.next_value::<FirstOf<T>>()?.0),
-                        _ => {
+                    match (key.as_str(), seed.take()) {
+                        ("error", unused) => {
+                            seed = unused;
+                            envelope.error = Some(map.next_value()?);
+                        }
+                        ("args", Some(first)) => envelope.args = Some(map.next_value_seed(FirstOfSeed(first))?),
+                        (_, unused) => {
+                            seed = unused;
                             map.next_value::<IgnoredAny>()?;
                         }
                     }
@@ -435,28 +455,30 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Envelope<T> {
                 Ok(envelope)
             }
         }
-        d.deserialize_map(EnvelopeVisitor(PhantomData))
+        d.deserialize_map(EnvelopeVisitor(self.0))
     }
 }
 
-/// The first element of an array, the others skipped.
-struct FirstOf<T>(Option<T>);
+/// The first element of an array, read by the seed `S`; the others skipped.
+struct FirstOfSeed<S>(S);
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for FirstOf<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct FirstVisitor<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for FirstVisitor<T> {
-            type Value = FirstOf<T>;
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for FirstOfSeed<S> {
+    type Value = Option<S::Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        struct FirstVisitor<S>(S);
+        impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for FirstVisitor<S> {
+            type Value = Option<S::Value>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an array of callback arguments")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FirstOf<T>, A::Error> {
-                let first = seq.next_element::<T>()?;
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let first = seq.next_element_seed(self.0)?;
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(FirstOf(first))
+                Ok(first)
             }
         }
-        d.deserialize_seq(FirstVisitor(PhantomData))
+        d.deserialize_seq(FirstVisitor(self.0))
     }
 }
 
