@@ -43,6 +43,7 @@ pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitStatus> {
         Format::Markdown => render::plan::markdown(&plan),
         _ => render::plan::human(&plan),
     };
+    tracing::debug!(bytes = text.len(), "plan rendered");
     print(&text)?;
     Ok(if plan.has_changes() { ExitStatus::Changes } else { ExitStatus::Success })
 }
@@ -55,7 +56,10 @@ pub fn make(global: &GlobalArgs, project: &Project, env: Option<&str>) -> Result
     // reads; if the checks refuse, its result is dropped.
     let source = live_source(global, Some(project))?;
     let timeout = Duration::from_millis(project.settings.pm2.timeout_ms);
-    let reader = std::thread::spawn(move || crate::live::fetch(&source, timeout));
+    // The request is written here, before anything else, so the daemon works on it
+    // from the start; a fault found while connecting is reported after the checks.
+    let pending = crate::live::start_fetch(&source, timeout);
+    let reader = std::thread::spawn(move || pending.and_then(crate::live::PendingFetch::wait));
     let Some(desired) = desired_state(global, project, env)? else {
         return Ok(None);
     };
@@ -64,7 +68,9 @@ pub fn make(global: &GlobalArgs, project: &Project, env: Option<&str>) -> Result
     tracing::debug!("live state joined");
     let settings = &project.settings;
     let redactor = Redactor::new(&settings.secrets.patterns);
-    match plan::diff(&desired, &live, &settings.project.namespaces, &settings.safety, &redactor) {
+    let planned = plan::diff(&desired, &live, &settings.project.namespaces, &settings.safety, &redactor);
+    tracing::debug!("diffed");
+    match planned {
         Ok(mut plan) => {
             plan.project.clone_from(&settings.project.name);
             Ok(Some(plan))

@@ -19,7 +19,7 @@ use super::model::{
     normalize_raw,
 };
 use super::resolve::ResolvedApp;
-use super::rpc::{Call, NotifyAction, Reply, RpcConnection, WatchedAction};
+use super::rpc::{Call, InFlight, NotifyAction, Reply, RpcConnection, WatchedAction};
 
 /// The PM2 versions whose protocol and hazards reconcile has verified.
 pub const SUPPORTED_VERSIONS: &str = "7.x";
@@ -93,10 +93,18 @@ impl Pm2Client {
 
     /// The I/O half of [`Pm2Client::connect_and_list`]: the three replies, unparsed.
     pub(crate) async fn request_list(home: &Pm2Home, timeout: Duration) -> Result<(RpcConnection, Vec<Reply>), LiveError> {
+        let (mut conn, in_flight) = Self::send_list_request(home, timeout).await?;
+        let replies = conn.receive(in_flight).await?;
+        Ok((conn, replies))
+    }
+
+    /// Connects and writes the three reads of [`Pm2Client::request_list`] without
+    /// waiting for the replies.
+    pub(crate) async fn send_list_request(home: &Pm2Home, timeout: Duration) -> Result<(RpcConnection, InFlight), LiveError> {
         let mut conn = RpcConnection::connect(home, timeout).await?;
         let calls = [Call::get_version(), Call::get_report(), Call::get_monitor_data()];
-        let replies = conn.pipeline(&calls, timeout).await?;
-        Ok((conn, replies))
+        let in_flight = conn.send(&calls, timeout).await?;
+        Ok((conn, in_flight))
     }
 
     /// The parsing half: checks the version, keeps the report, reads the list.

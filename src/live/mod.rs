@@ -93,6 +93,50 @@ pub fn fetch(source: &LiveSource, timeout: Duration) -> Result<Fetched, LiveErro
     Ok(Fetched { inner })
 }
 
+/// A read of the daemon under way: the request is written, the replies are not read
+/// yet (see [`start_fetch`]).
+#[derive(Debug)]
+pub struct PendingFetch {
+    inner: PendingInner,
+}
+
+#[derive(Debug)]
+enum PendingInner {
+    Snapshot(PathBuf),
+    Daemon(Box<(tokio::runtime::Runtime, Pm2Home, rpc::RpcConnection, rpc::InFlight)>),
+}
+
+/// [`fetch`] in two steps: this connects and writes the request on the calling thread
+/// (a fraction of a millisecond), so the daemon starts on it before the caller does
+/// anything else; [`PendingFetch::wait`], typically on a helper thread, reads the
+/// replies. A daemon fault found while connecting is returned here.
+pub fn start_fetch(source: &LiveSource, timeout: Duration) -> Result<PendingFetch, LiveError> {
+    let inner = match source {
+        LiveSource::Snapshot(path) => PendingInner::Snapshot(path.clone()),
+        LiveSource::Daemon(home) => {
+            let runtime = runtime().map_err(|source| LiveError::Io { method: "runtime", path: String::new(), source })?;
+            let (conn, in_flight) = runtime.block_on(Pm2Client::send_list_request(home, timeout))?;
+            PendingInner::Daemon(Box::new((runtime, home.clone(), conn, in_flight)))
+        }
+    };
+    Ok(PendingFetch { inner })
+}
+
+impl PendingFetch {
+    /// Waits for the replies (within the deadline given to [`start_fetch`]).
+    pub fn wait(self) -> Result<Fetched, LiveError> {
+        let inner = match self.inner {
+            PendingInner::Snapshot(path) => FetchedInner::Snapshot(path),
+            PendingInner::Daemon(pending) => {
+                let (runtime, home, mut conn, in_flight) = *pending;
+                let replies = runtime.block_on(conn.receive(in_flight))?;
+                FetchedInner::Daemon(Box::new((home, conn, replies)))
+            }
+        };
+        Ok(Fetched { inner })
+    }
+}
+
 impl Fetched {
     /// Checks the daemon's version and reads and normalizes the list.
     pub fn parse(self) -> Result<LiveState, LiveError> {

@@ -260,10 +260,19 @@ impl RpcConnection {
     /// One deadline covers them all. Transport faults fail the whole batch; each
     /// reply is parsed (and its `{"error"}` reported) by its own [`Reply`].
     pub async fn pipeline(&mut self, calls: &[Call], deadline: Duration) -> Result<Vec<Reply>, LiveError> {
+        let in_flight = self.send(calls, deadline).await?;
+        self.receive(in_flight).await
+    }
+
+    /// The first half of [`RpcConnection::pipeline`]: writes the calls and returns at
+    /// once, so the daemon works on them while the caller does something else.
+    /// `deadline` runs from now and also bounds [`RpcConnection::receive`].
+    pub async fn send(&mut self, calls: &[Call], deadline: Duration) -> Result<InFlight, LiveError> {
         let method = calls.first().map_or("none", Call::method);
         if self.poisoned {
             return Err(LiveError::Closed { method, path: self.path.clone() });
         }
+        let until = tokio::time::Instant::now() + deadline;
         let mut frames = Vec::new();
         let mut ids = Vec::with_capacity(calls.len());
         for call in calls {
@@ -276,17 +285,34 @@ impl RpcConnection {
         }
         // Poison first; only a complete exchange clears it.
         self.poisoned = true;
-        let bodies = match tokio::time::timeout(deadline, self.exchange(calls, &frames, &ids)).await {
+        let methods: Vec<&'static str> = calls.iter().map(Call::method).collect();
+        let write = async {
+            self.io.write_all(&frames).await?;
+            self.io.flush().await
+        };
+        match tokio::time::timeout_at(until, write).await {
+            Err(_) => Err(LiveError::Timeout { method, path: self.path.clone(), after: deadline }),
+            Ok(Err(source)) => Err(self.diagnose_drop(LiveError::Io { method, path: self.path.clone(), source })),
+            Ok(Ok(())) => Ok(InFlight { methods, ids, until, deadline }),
+        }
+    }
+
+    /// The second half of [`RpcConnection::pipeline`]: waits for every reply of
+    /// calls [`RpcConnection::send`] wrote, within their deadline.
+    pub async fn receive(&mut self, in_flight: InFlight) -> Result<Vec<Reply>, LiveError> {
+        let InFlight { methods, ids, until, deadline } = in_flight;
+        let method = methods.first().copied().unwrap_or("none");
+        let bodies = match tokio::time::timeout_at(until, self.exchange(&methods, &ids)).await {
             Err(_) => return Err(LiveError::Timeout { method, path: self.path.clone(), after: deadline }),
             Ok(Err(err)) => return Err(self.diagnose_drop(err)),
             Ok(Ok(bodies)) => bodies,
         };
         self.poisoned = false;
         tracing::debug!(method, "rpc reply");
-        Ok(calls
+        Ok(methods
             .iter()
             .zip(bodies)
-            .map(|(call, frame)| Reply { method: call.method(), path: self.path.clone(), frame })
+            .map(|(method, frame)| Reply { method, path: self.path.clone(), frame })
             .collect())
     }
 
@@ -310,11 +336,9 @@ impl RpcConnection {
         }
     }
 
-    async fn exchange(&mut self, calls: &[Call], frames: &[u8], ids: &[String]) -> Result<Vec<RawFrame>, LiveError> {
-        let method = calls.first().map_or("none", Call::method);
+    async fn exchange(&mut self, methods: &[&'static str], ids: &[String]) -> Result<Vec<RawFrame>, LiveError> {
+        let method = methods.first().copied().unwrap_or("none");
         let io_err = |path: &str, source| LiveError::Io { method, path: path.to_string(), source };
-        self.io.write_all(frames).await.map_err(|e| io_err(&self.path, e))?;
-        self.io.flush().await.map_err(|e| io_err(&self.path, e))?;
         let mut bodies: Vec<Option<RawFrame>> = vec![None; ids.len()];
         let mut missing = ids.len();
         let mut chunk = vec![0u8; 256 * 1024];
@@ -336,7 +360,7 @@ impl RpcConnection {
                     continue;
                 };
                 if frame.arg_count() < 2 || frame.json_arg(0).is_none() {
-                    let method = calls[slot].method();
+                    let method = methods[slot];
                     let first = frame.arg_count().checked_sub(1).filter(|&i| i > 0).map(|_| frame.decode_arg(0));
                     return Err(LiveError::BadReply { method, detail: format!("reply body is {first:?}") });
                 }
@@ -349,12 +373,21 @@ impl RpcConnection {
             }
             let n = self.io.read(&mut chunk).await.map_err(|e| io_err(&self.path, e))?;
             if n == 0 {
-                let method = bodies.iter().position(Option::is_none).map_or(method, |i| calls[i].method());
+                let method = bodies.iter().position(Option::is_none).map_or(method, |i| methods[i]);
                 return Err(LiveError::Closed { method, path: self.path.clone() });
             }
             self.buf.extend(&chunk[..n]);
         }
     }
+}
+
+/// Calls written by [`RpcConnection::send`], whose replies are still to be read.
+#[derive(Debug)]
+pub struct InFlight {
+    methods: Vec<&'static str>,
+    ids: Vec<String>,
+    until: tokio::time::Instant,
+    deadline: Duration,
 }
 
 /// One reply, its body not parsed yet: small replies become `Value`s
