@@ -165,8 +165,13 @@ impl Rule {
 
     /// Compiles the checks' schemas with the effective parameters.
     fn compile(&self) -> Result<Vec<CompiledCheck>, RegistryError> {
+        // Built-in checks are compiled as draft 7 (see `schema::builtin_validator` for
+        // why); a user's policy file gets the default, 2020-12.
+        let builtin = self.origin_path.starts_with("builtin:");
         let build = |schema: &Value, what: &str, i: usize| {
-            jsonschema::validator_for(&self.instantiate(schema)).map(Arc::new).map_err(|err| RegistryError::InvalidFile {
+            let schema = self.instantiate(schema);
+            let compiled = if builtin { super::schema::builtin_validator(&schema) } else { jsonschema::validator_for(&schema) };
+            compiled.map(Arc::new).map_err(|err| RegistryError::InvalidFile {
                 origin: self.origin_path.clone(),
                 message: format!("rule `{}` check #{} `{what}` is not a valid JSON Schema: {err}", self.file.id, i + 1),
             })
