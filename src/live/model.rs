@@ -810,22 +810,22 @@ fn normalize_one(index: usize, item: Option<RawEntry>, daemon_env: Option<&Daemo
 /// `lib/API/schema.json`, and the runtime fields `God.executeApp` and the action
 /// methods add (pm2-internals.md §5).
 const PM2_FIELDS: &[&str] = &[
-    // lib/API/schema.json
-    "script", "name", "name_prefix", "filter_env", "namespace", "install_url", "cwd", "args", "exec_interpreter",
-    "node_args", "out_file", "error_file", "log_file", "disable_logs", "log_type", "log_date_format", "time", "env",
-    "max_memory_restart", "pid_file", "restart_delay", "exp_backoff_restart_delay", "source_map_support",
-    "disable_source_map_support", "wait_ready", "instances", "kill_timeout", "shutdown_with_message", "listen_timeout",
-    "cron_restart", "merge_logs", "vizion", "autostart", "autorestart", "stop_exit_codes", "watch_delay", "watch",
-    "ignore_watch", "watch_options", "min_uptime", "max_restarts", "execute_command", "exec_mode", "force",
-    "append_env_to_name", "post_update", "trace", "disable_trace", "v8", "event_loop_inspector", "deep_monitoring",
-    "increment_var", "instance_var", "pmx", "automation", "treekill", "port", "username", "uid", "gid", "windowsHide",
-    "kill_retry_time", "write", "io",
-    // runtime
-    "pm_id", "status", "restart_time", "unstable_restarts", "created_at", "pm_uptime", "exit_code", "prev_restart_delay",
-    "pm_exec_path", "pm_cwd", "pm_out_log_path", "pm_err_log_path", "pm_log_path", "pm_pid_path", "axm_actions",
-    "axm_monitor", "axm_options", "axm_dynamic", "vizion_running", "km_link", "unique_id", "version", "versioning",
-    "node_version", "_pm2_version", "_tree_pids", "_km_monitored", "restart_task", "current_conf", "updateEnv",
-    SPEC_HASH_KEY,
+    // lib/API/schema.json and the runtime fields; sorted, for a binary search (this
+    // runs for every option of every process).
+    "_km_monitored", "_pm2_version", "_tree_pids", "append_env_to_name", "args", "automation", "autorestart",
+    "autostart", "axm_actions", "axm_dynamic", "axm_monitor", "axm_options", "created_at", "cron_restart",
+    "current_conf", "cwd", "deep_monitoring", "disable_logs", "disable_source_map_support", "disable_trace", "env",
+    "error_file", "event_loop_inspector", "exec_interpreter", "exec_mode", "execute_command", "exit_code",
+    "exp_backoff_restart_delay", "filter_env", "force", "gid", "ignore_watch", "increment_var", "install_url",
+    "instance_var", "instances", "io", "kill_retry_time", "kill_timeout", "km_link", "listen_timeout",
+    "log_date_format", "log_file", "log_type", "max_memory_restart", "max_restarts", "merge_logs", "min_uptime",
+    "name", "name_prefix", "namespace", "node_args", "node_version", "out_file", "pid_file", "pm_cwd",
+    "pm_err_log_path", "pm_exec_path", "pm_id", "pm_log_path", "pm_out_log_path", "pm_pid_path", "pm_uptime", "pmx",
+    "port", "post_update", "prev_restart_delay", "restart_delay", "restart_task", "restart_time", "script",
+    "shutdown_with_message", "source_map_support", "status", "stop_exit_codes", "time", "trace", "treekill", "uid",
+    "unique_id", "unstable_restarts", "updateEnv", "username", "v8", "version", "versioning", "vizion",
+    "vizion_running", "wait_ready", "watch", "watch_delay", "watch_options", "windowsHide", "write",
+    "x_reconcile_hash",
 ];
 
 /// Whether a top-level `pm2_env` entry that `env` does not list is an env var the
@@ -837,8 +837,8 @@ const PM2_FIELDS: &[&str] = &[
 /// Such an entry is neither one of PM2's own fields nor an `env_<name>` block.
 fn is_leftover_env(key: &str, value: &Value) -> bool {
     matches!(value, Value::String(_) | Value::Number(_) | Value::Bool(_))
-        && !PM2_FIELDS.contains(&key)
         && !key.starts_with("env_")
+        && PM2_FIELDS.binary_search(&key).is_err()
 }
 
 /// Splits an app's `pm2_env.env` into what the app set and what it inherited.
@@ -1033,6 +1033,12 @@ mod tests {
         assert!(!f.env_set.is_empty() && !f.options.is_empty());
         let strip = |p: &LiveProcess| LiveProcess { env_set: BTreeMap::new(), env_inherited: BTreeMap::new(), options: BTreeMap::new(), ..p.clone() };
         assert_eq!(strip(f), strip(s), "every other field is read alike");
+    }
+
+    #[test]
+    fn pm2_fields_are_sorted_for_bisection() {
+        assert!(PM2_FIELDS.windows(2).all(|w| w[0] < w[1]));
+        assert!(PM2_FIELDS.contains(&SPEC_HASH_KEY));
     }
 
     #[test]
