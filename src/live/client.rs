@@ -16,7 +16,7 @@ use super::error::LiveError;
 use super::home::Pm2Home;
 use super::model::{
     DaemonInfo, Detail, ExecMode, ListSeed, LiveOrigin, LiveProcess, LiveState, ProcessStatus, RawList, as_u64, normalize_owned,
-    normalize_raw,
+    normalize_raw, normalize_text,
 };
 use super::resolve::ResolvedApp;
 use super::rpc::{Call, InFlight, NotifyAction, Reply, RpcConnection, WatchedAction};
@@ -86,9 +86,7 @@ impl Pm2Client {
     /// PM2 version), and the version is checked before anything else is used.
     pub async fn connect_and_list(home: &Pm2Home, timeout: Duration) -> Result<(Self, LiveState), LiveError> {
         let (conn, replies) = Self::request_list(home, timeout).await?;
-        let (client, list) = Self::from_list_replies(conn, home, replies, Detail::Full)?;
-        let state = client.state_from(list)?;
-        Ok((client, state))
+        Self::from_list_replies(conn, home, replies, Detail::Full)
     }
 
     /// The I/O half of [`Pm2Client::connect_and_list`]: the three replies, unparsed.
@@ -107,25 +105,35 @@ impl Pm2Client {
         Ok((conn, in_flight))
     }
 
-    /// The parsing half: checks the version, keeps the report, reads the list.
+    /// The parsing half: checks the version, keeps the report, reads the list as much
+    /// as `detail` says. A full read goes through [`normalize_text`] (two threads for
+    /// a long list); a summary is read on this thread, it is cheap.
     pub(crate) fn from_list_replies(
         conn: RpcConnection,
         home: &Pm2Home,
         replies: Vec<Reply>,
         detail: Detail,
-    ) -> Result<(Self, RawList), LiveError> {
+    ) -> Result<(Self, LiveState), LiveError> {
         let mut replies = replies.into_iter();
         let mut next = |method| replies.next().ok_or(LiveError::BadReply { method, detail: "no reply".into() });
         let version = next("getVersion")?.args()?;
         let mut client = Self::checked(conn, home, &version)?;
         client.set_report(next("getReport")?.args()?);
-        let list = next("getMonitorData")?.first_arg_seed(ListSeed(detail))?;
-        Ok((client, list.unwrap_or_default()))
-    }
-
-    /// The process list from [`Pm2Client::from_list_replies`], normalized.
-    pub(crate) fn state_from_list(&self, list: RawList) -> Result<LiveState, LiveError> {
-        self.state_from(list)
+        let reply = next("getMonitorData")?;
+        let bad = |e: &dyn std::fmt::Display| LiveError::BadReply { method: "getMonitorData", detail: e.to_string() };
+        let processes = match detail {
+            Detail::Full => match reply.first_arg_text()? {
+                Some(text) => normalize_text(text, detail, client.daemon_env.as_ref()).map_err(|e| bad(&e))?,
+                None => Vec::new(),
+            },
+            Detail::Summary => {
+                let list = reply.first_arg_seed(ListSeed(detail))?.unwrap_or_default();
+                normalize_raw(list, client.daemon_env.as_ref()).map_err(|e| bad(&e))?
+            }
+        };
+        tracing::debug!(processes = processes.len(), "process list normalized");
+        let state = client.state_of(processes);
+        Ok((client, state))
     }
 
     fn checked(conn: RpcConnection, home: &Pm2Home, version_reply: &[Value]) -> Result<Self, LiveError> {

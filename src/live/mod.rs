@@ -150,8 +150,7 @@ impl Fetched {
             FetchedInner::Snapshot(path) => snapshot::read(&path),
             FetchedInner::Daemon(fetched) => {
                 let (home, conn, replies) = *fetched;
-                let (client, list) = Pm2Client::from_list_replies(conn, &home, replies, detail)?;
-                client.state_from_list(list)
+                Pm2Client::from_list_replies(conn, &home, replies, detail).map(|(_, state)| state)
             }
         }
     }

@@ -431,6 +431,24 @@ impl Reply {
         self.first_arg_seed(PhantomData::<T>)
     }
 
+    /// The first callback argument as raw JSON text (not parsed beyond finding it),
+    /// or the daemon's error; `None` when the daemon sent none.
+    pub fn first_arg_text(&self) -> Result<Option<&str>, LiveError> {
+        #[derive(serde::Deserialize)]
+        struct Raw<'a> {
+            #[serde(default)]
+            error: Option<Value>,
+            #[serde(borrow, default)]
+            args: Option<Vec<&'a serde_json::value::RawValue>>,
+        }
+        let raw: Raw<'_> = serde_json::from_slice(self.body()).map_err(|e| self.json_error(&e))?;
+        match raw {
+            Raw { error: Some(err), .. } => Err(LiveError::Remote { method: self.method, message: error_message(&err) }),
+            Raw { args: Some(args), .. } => Ok(args.first().map(|a| a.get())),
+            Raw { args: None, .. } => Err(LiveError::BadReply { method: self.method, detail: "reply has neither args nor error".into() }),
+        }
+    }
+
     /// [`Reply::first_arg`] read with a `serde` seed (e.g. how much of the list to read).
     pub fn first_arg_seed<S, T>(self, seed: S) -> Result<Option<T>, LiveError>
     where
