@@ -41,10 +41,10 @@ fn idle_scripts(dir: &Path) {
         let name = entry.file_name().to_string_lossy().to_string();
         if path.is_dir() {
             idle_scripts(&path);
-        } else if !name.starts_with("ecosystem") {
-            if let Some(text) = idle_fixture(&path) {
-                std::fs::write(&path, text).unwrap();
-            }
+        } else if !name.starts_with("ecosystem")
+            && let Some(text) = idle_fixture(&path)
+        {
+            std::fs::write(&path, text).unwrap();
         }
     }
 }
