@@ -51,6 +51,9 @@ fn main() {
         || home.jlist().as_array().is_some_and(|l| l.len() == APPS && l.iter().all(|p| p["pm2_env"]["status"] == "online")),
         "100 apps online",
     );
+    if let Some(secs) = std::env::var("SETTLE").ok().and_then(|s| s.parse().ok()) {
+        std::thread::sleep(Duration::from_secs(secs));
+    }
 
     // Planning the same 100 apps (JSON ecosystem, so no node start-up) against this daemon.
     let project = home.project(&["bench"], 10_000);

@@ -22,6 +22,7 @@ use super::model::{Action, AttributeChange, Basis, Change, Guard, Ignored, LiveM
 use crate::config::project::SafetySection;
 use crate::desired::DesiredApp;
 use crate::desired::spec::env_value;
+use crate::live::model::is_shell_variable;
 use crate::live::{LiveOrigin, LiveProcess, LiveState, ProcessStatus};
 use crate::redact::{self, Redactor};
 
@@ -206,8 +207,12 @@ fn compare(app: &DesiredApp, group: &[&LiveProcess], redactor: &Redactor) -> Cha
         }
     }
     for (key, value) in &live_env {
-        // PM2 sets PWD from `cwd` itself (lib/Common.js prepareAppConf).
-        if !app.env.contains_key(*key) && key.as_str() != "PWD" {
+        // PM2 sets PWD from `cwd` itself (lib/Common.js prepareAppConf). And a login
+        // shell's own variables (`OLDPWD`, `SHLVL`, `SSH_*`, `PATH`, ...) are never an
+        // app's setting, even when they differ from the daemon's: the shell that ran
+        // `pm2 start` is rarely the one that started the daemon (another directory, an
+        // SSH session, boot), and each would otherwise force a replace of every app.
+        if !app.env.contains_key(*key) && key.as_str() != "PWD" && !is_shell_variable(key) {
             // An env var cannot be removed in place (pm2-internals.md §0.4).
             let before = if redactor.is_secret(key) { json!(redact::HIDDEN) } else { json!(value) };
             push(&format!("env.{key}"), before, Value::Null, true);
@@ -484,6 +489,20 @@ mod tests {
         let p = plan(&app, &live(vec![process]));
         assert_eq!(action(&p, "api"), Action::Update);
         assert_eq!(p.changes[0].attributes[0].before, json!("development"));
+    }
+
+    #[test]
+    fn a_shell_variable_the_desired_state_lacks_is_not_a_removal() {
+        // Started from an SSH session in another directory than the daemon's.
+        let app = desired(json!([api(json!({}))]));
+        let mut process = live_of(&app[0], 0);
+        for (k, v) in [("OLDPWD", "/home/u"), ("SHLVL", "2"), ("SSH_TTY", "/dev/pts/1"), ("PATH", "/usr/local/bin:/usr/bin")] {
+            process.env_set.insert(k.into(), json!(v));
+        }
+        assert_eq!(action(&plan(&app, &live(vec![process.clone()])), "api"), Action::Noop);
+        // Anything else the desired state lacks is still a removal.
+        process.env_set.insert("FEATURE_FLAG".into(), json!("1"));
+        assert_eq!(action(&plan(&app, &live(vec![process])), "api"), Action::Replace);
     }
 
     #[test]

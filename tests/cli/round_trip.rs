@@ -66,10 +66,18 @@ fn deploy_example(home: &Pm2Home, name: &str, deployed_at: &str) -> PathBuf {
     dir
 }
 
-/// `pm2 ARGS` run from `dir` against the home, as an operator would type it.
+/// `pm2 ARGS` run from `dir` against the home, as an operator would type it: from a
+/// shell that is not the one that started the daemon (another previous directory,
+/// another depth, an SSH session), whose variables the apps then carry.
 fn pm2_in(home: &Pm2Home, dir: &Path, args: &[&str]) {
     let mut cmd = std::process::Command::new(pm2_bin());
-    cmd.args(args).current_dir(dir).env("PM2_HOME", home.path()).env_remove("_");
+    cmd.args(args)
+        .current_dir(dir)
+        .env("PM2_HOME", home.path())
+        .env_remove("_")
+        .env("OLDPWD", home.path())
+        .env("SHLVL", "7")
+        .env("SSH_TTY", "/dev/pts/9");
     let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
     assert!(
         out.status.success(),
