@@ -263,7 +263,9 @@ pub fn split_args(text: &str) -> Vec<String> {
 
 fn resolve_script(script: &str, cwd: &Path, host: &Host) -> PathBuf {
     let candidate = normalize(&cwd.join(expand_home(script)));
-    if candidate.exists() || script.contains('/') {
+    // A path is taken as written (no stat: one per app showed in profiles); a bare
+    // name is looked up on PATH unless the cwd has it.
+    if script.contains('/') || candidate.exists() {
         return candidate;
     }
     lookup(script, host).unwrap_or(candidate)
