@@ -2,7 +2,7 @@
 
 mod apply;
 mod lint;
-mod plan;
+pub(crate) mod plan;
 pub mod status;
 
 use std::time::Duration;
