@@ -4,6 +4,7 @@ mod apply;
 mod lint;
 pub(crate) mod plan;
 pub mod status;
+mod watch;
 
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ pub fn execute(cli: &Cli) -> Result<ExitStatus> {
         Command::Status(args) => status::run(cli, args),
         Command::Plan(args) => plan::run(&cli.global, args),
         Command::Apply(args) => apply::run(&cli.global, args),
+        Command::Watch(args) => watch::run(&cli.global, args),
     }
 }
 
