@@ -9,8 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
 /// Why the files cannot be watched.
@@ -44,9 +43,12 @@ impl Targets {
 
 /// A running watch.
 pub struct FileWatch {
-    debouncer: Debouncer<RecommendedWatcher>,
+    watcher: RecommendedWatcher,
+    debounce: Duration,
     watching: BTreeSet<PathBuf>,
     targets: Targets,
+    /// Changes seen and not yet returned (the debounce is running).
+    pending: BTreeSet<PathBuf>,
     events: mpsc::UnboundedReceiver<Result<Vec<PathBuf>, String>>,
 }
 
@@ -60,12 +62,17 @@ impl FileWatch {
     /// Starts watching; changes closer together than `debounce` come as one batch.
     pub fn new(debounce: Duration, targets: Targets) -> Result<Self, WatchError> {
         let (tx, events) = mpsc::unbounded_channel();
-        let debouncer = new_debouncer(debounce, move |result: DebounceEventResult| {
-            let batch = result.map(|events| events.into_iter().map(|e| e.path).collect()).map_err(|e| e.to_string());
+        let watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
+            let batch = match result {
+                // Reading a file (ours included: every check reads them) is not a change.
+                Ok(event) if matches!(event.kind, EventKind::Access(_)) => return,
+                Ok(event) => Ok(event.paths),
+                Err(e) => Err(e.to_string()),
+            };
             let _ = tx.send(batch);
         })
         .map_err(|e| WatchError { path: PathBuf::new(), message: e.to_string() })?;
-        let mut watch = Self { debouncer, watching: BTreeSet::new(), targets: Targets::default(), events };
+        let mut watch = Self { watcher, debounce, watching: BTreeSet::new(), targets: Targets::default(), pending: BTreeSet::new(), events };
         watch.set(targets)?;
         Ok(watch)
     }
@@ -74,15 +81,14 @@ impl FileWatch {
     pub fn set(&mut self, targets: Targets) -> Result<(), WatchError> {
         let wanted = targets.watch_dirs();
         for gone in self.watching.difference(&wanted) {
-            let _ = self.debouncer.watcher().unwatch(gone);
+            let _ = self.watcher.unwatch(gone);
         }
         for dir in wanted.difference(&self.watching) {
             // A directory that does not exist yet (no policies/ folder) is not an error.
             if !dir.is_dir() {
                 continue;
             }
-            self.debouncer
-                .watcher()
+            self.watcher
                 .watch(dir, RecursiveMode::NonRecursive)
                 .map_err(|e| WatchError { path: dir.clone(), message: e.to_string() })?;
         }
@@ -91,16 +97,24 @@ impl FileWatch {
         Ok(())
     }
 
-    /// Waits for the next batch of changes to our files (sorted, without duplicates),
-    /// or a watch error.
+    /// Waits for the next batch of changes to our files (sorted, without duplicates):
+    /// the first change, and every other one until the files are quiet for the
+    /// debounce time. Or a watch error.
+    /// Cancel-safe: what was seen is kept until it is returned.
     pub async fn changed(&mut self) -> Result<Vec<PathBuf>, String> {
         loop {
-            match self.events.recv().await {
+            let next = if self.pending.is_empty() {
+                self.events.recv().await
+            } else {
+                match tokio::time::timeout(self.debounce, self.events.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => return Ok(std::mem::take(&mut self.pending).into_iter().collect()),
+                }
+            };
+            match next {
                 Some(Ok(paths)) => {
-                    let ours: BTreeSet<PathBuf> = paths.into_iter().filter(|p| self.targets.matches(p)).collect();
-                    if !ours.is_empty() {
-                        return Ok(ours.into_iter().collect());
-                    }
+                    let targets = &self.targets;
+                    self.pending.extend(paths.into_iter().filter(|p| targets.matches(p)));
                 }
                 Some(Err(e)) => return Err(e),
                 None => std::future::pending::<()>().await,
