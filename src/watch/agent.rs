@@ -545,6 +545,9 @@ impl<L: Loader> Agent<L> {
         let lock = match ApplyLock::acquire(&self.home.dir, &Holder::current()) {
             Ok(lock) => lock,
             Err(e @ LockError::Held { .. }) => {
+                if let Some(m) = &self.metrics {
+                    m.applied("deferred");
+                }
                 if !self.deferred_told {
                     self.deferred_told = true;
                     self.emit(&Report::HealDeferred { apps, reason: format!("{e}; trying again at the next read") })?;
@@ -553,6 +556,9 @@ impl<L: Loader> Agent<L> {
             }
             Err(e) => {
                 let reason = e.to_string();
+                if let Some(m) = &self.metrics {
+                    m.applied("error");
+                }
                 self.emit(&Report::HealFailed { apps: apps.clone(), outcome: "error", reason: reason.clone(), healed: Vec::new(), journal: None })?;
                 return self.heal_failures(&apps, &reason);
             }

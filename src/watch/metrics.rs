@@ -67,6 +67,9 @@ pub fn loopback_address(given: &str) -> Result<SocketAddr, MetricsError> {
     Ok(addr)
 }
 
+/// The outcomes `reconcile_apply_total` counts (each shown from 0).
+pub const APPLY_OUTCOMES: [&str; 6] = ["success", "failed", "refused", "noop", "deferred", "error"];
+
 /// The watcher's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -103,6 +106,9 @@ impl Metrics {
         registry.register("daemon_up", "1 while the PM2 daemon answers, else 0", daemon_up.clone());
         for kind in DriftKind::ALL {
             drift.get_or_create(&vec![("kind", kind.as_str().to_string())]).set(0);
+        }
+        for outcome in APPLY_OUTCOMES {
+            let _ = applies.get_or_create(&vec![("outcome", outcome.to_string())]).get();
         }
         Self { registry, drift, restarts, last_plan, applies, daemon_up }
     }
@@ -281,6 +287,7 @@ mod tests {
             "reconcile_drift{kind=\"crash_loop\"} 0",
             "reconcile_last_successful_plan_timestamp_seconds 1700000000",
             "reconcile_apply_total{outcome=\"success\"} 1",
+            "reconcile_apply_total{outcome=\"refused\"} 0",
             "reconcile_daemon_up 1",
             "# EOF",
         ] {

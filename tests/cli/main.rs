@@ -10,3 +10,4 @@ mod plan_git;
 mod live_read;
 mod live_write;
 mod status;
+mod watch;
