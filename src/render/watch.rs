@@ -131,6 +131,7 @@ fn clock(at_ms: i64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::watch::drift::{Drift, DriftKind};

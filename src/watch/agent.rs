@@ -208,14 +208,14 @@ impl<L: Loader> Agent<L> {
         loop {
             let git_due = self.config.git.as_ref().map(|_| self.next_git);
             let wake = tokio::select! {
-                done = next_heal(&mut self.heal) => Wake::Healed(done),
+                done = next_heal(&mut self.heal) => Wake::Healed(Box::new(done)),
                 event = next_event(&mut self.bus) => Wake::Bus(event),
                 changed = next_change(&mut self.files) => Wake::Files(changed),
                 () = sleep_until(Some(self.next_read)) => Wake::Read,
                 () = sleep_until(git_due) => Wake::Git,
             };
             match wake {
-                Wake::Healed(done) => self.healed(done)?,
+                Wake::Healed(done) => self.healed(*done)?,
                 Wake::Bus(event) => self.bus_event(event)?,
                 Wake::Files(changed) => self.files_changed(changed)?,
                 Wake::Read => self.read().await?,
@@ -709,7 +709,7 @@ impl<L: Loader> Agent<L> {
 }
 
 enum Wake {
-    Healed(HealDone),
+    Healed(Box<HealDone>),
     Bus(Result<Option<BusEvent>, crate::live::LiveError>),
     Files(Result<Vec<PathBuf>, String>),
     Read,

@@ -254,6 +254,7 @@ impl RestartWindows {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use serde_json::json;
 

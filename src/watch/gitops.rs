@@ -134,6 +134,7 @@ fn clean(repo: &Repository) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -259,6 +259,7 @@ fn route(head: &[u8], metrics: &Metrics) -> (u16, String, &'static str) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
