@@ -550,3 +550,30 @@ fn pull_mode_refuses_a_network_remote_it_cannot_fetch() {
     assert!(out.3 < Duration::from_secs(5));
     w.assert_bystanders_untouched();
 }
+
+#[test]
+fn a_heal_waits_while_another_apply_holds_the_lock_and_runs_at_a_later_read() {
+    let w = World::new(&[sleep_app("web", json!({})), sleep_app("api", json!({}))]);
+    let holder = reconcile::apply::Holder {
+        pid: std::process::id(),
+        user: "ops".into(),
+        host: "here".into(),
+        since_ms: 0,
+        command: "reconcile apply (the test)".into(),
+    };
+    let lock = reconcile::apply::ApplyLock::acquire(w.home.path(), &holder).expect("the test takes the lock");
+    let mut watch = w.watch(&["--heal", "--interval", "2"]);
+    watch.wait("the start plan", T, is("plan"));
+    w.home.pm2_ok(&["stop", "web", "--namespace", "mine"]);
+    let deferred = watch.wait("a deferred heal", T, is("heal_deferred"));
+    assert_eq!(deferred["apps"], json!(["web"]));
+    assert!(deferred["reason"].as_str().is_some_and(|r| r.contains("reconcile apply (the test)")), "{deferred}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(watch.count(is("heal_deferred")), 1, "told once while it waits:\n{}", watch.dump());
+    assert_eq!(watch.count(is("healing")), 0, "no heal while the lock is held");
+    assert_eq!(w.ours("web")[0].0, "stopped");
+    drop(lock);
+    watch.wait("the heal at a later read", T, |l| l["kind"] == "healed" && l["apps"] == json!(["web"]));
+    assert_eq!(w.ours("web")[0].0, "online");
+    w.assert_bystanders_untouched();
+}
