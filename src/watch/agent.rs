@@ -86,6 +86,9 @@ struct HealDone {
 const MIN_READ_GAP: Duration = Duration::from_millis(250);
 /// A bus event is followed by a read this much later (more events may come with it).
 const EVENT_DELAY: Duration = Duration::from_millis(100);
+/// A given-up app must stay free of drift at least this long (and an `--interval`)
+/// before it may be healed again.
+const MIN_CALM: Duration = Duration::from_secs(10);
 /// The longest wait between tries while the daemon is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -107,6 +110,8 @@ pub struct Agent<L: Loader> {
     since: BTreeMap<DriftKey, (Instant, i64)>,
     windows: RestartWindows,
     limiter: Option<HealLimiter>,
+    /// Given-up apps without drift, since when.
+    calm: BTreeMap<String, Instant>,
     heal: Option<HealFuture>,
     deferred_told: bool,
     metrics: Option<Arc<Metrics>>,
@@ -156,6 +161,7 @@ impl<L: Loader> Agent<L> {
             since: BTreeMap::new(),
             windows: RestartWindows::default(),
             limiter,
+            calm: BTreeMap::new(),
             heal: None,
             deferred_told: false,
             metrics: metrics.as_ref().map(|(m, _)| Arc::clone(m)),
@@ -456,10 +462,20 @@ impl<L: Loader> Agent<L> {
         }
         self.drifts = fresh;
         if let Some(limiter) = self.limiter.as_mut() {
+            // A given-up app is tried again once its drift has stayed clear for a while
+            // (an operator fixed it), not after one calm read: a crashing app passes
+            // through `online` between crashes.
             let drifting: BTreeSet<&str> = self.drifts.values().map(|d| d.app.as_str()).collect();
-            let calm: Vec<String> = limiter.given_up().filter(|a| !drifting.contains(a)).map(str::to_string).collect();
-            for app in calm {
-                limiter.cleared(&app);
+            let given_up: Vec<String> = limiter.given_up().map(str::to_string).collect();
+            self.calm.retain(|app, _| given_up.contains(app));
+            let calm_for = self.config.interval.max(MIN_CALM);
+            for app in given_up {
+                if drifting.contains(app.as_str()) {
+                    self.calm.remove(&app);
+                } else if now.duration_since(*self.calm.entry(app.clone()).or_insert(now)) >= calm_for {
+                    self.calm.remove(&app);
+                    limiter.cleared(&app);
+                }
             }
         }
         if let Some(m) = &self.metrics {
