@@ -419,7 +419,7 @@ mod tests {
         let before = desired(json!([app("a", "1"), app("b", "1"), app("c", "1")]));
         let state = live(before.iter().enumerate().map(|(i, d)| live_of(d, i as u64)).collect());
         let after = desired(json!([app("a", "2"), app("b", "2"), app("c", "2")]));
-        let full = diff(&after, &state, &owned(), &safety, &Redactor::new(&[])).unwrap();
+        let full = diff(&after, &state, &owned(), &safety, &Redactor::new(&[])).expect("a plan");
         assert_eq!(full.summary.update, 3);
         assert!(!full.guard.violations.is_empty(), "three of three disrupted trips the guard");
         let only: BTreeSet<String> = ["b".to_string()].into();
