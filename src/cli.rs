@@ -103,6 +103,19 @@ pub enum Command {
     /// Exit 1 only for bad input at start (no reconcile.toml, a non-loopback --metrics,
     /// an unusable --git-remote).
     Watch(WatchArgs),
+    /// Write an ecosystem file and a reconcile.toml from the live apps of some namespaces.
+    ///
+    /// Reads the daemon (or a `pm2 jlist` file given with --live) and writes only what
+    /// each app set, not what it inherited, so that `reconcile plan` right after shows no
+    /// changes. Secret-looking env values are written as they are, and flagged.
+    /// Refuses to overwrite existing files unless --force. Formats (of the report): human, json.
+    Import(ImportArgs),
+    /// Print the JSON Schema of ecosystem files or of reconcile.toml, for editors.
+    Schema(SchemaArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man(ManArgs),
 }
 
 /// `reconcile watch`.
@@ -165,6 +178,67 @@ pub struct ApplyArgs {
     /// apps it changed to the spec they ran before.
     #[arg(long)]
     pub rollback: bool,
+}
+
+/// `reconcile import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The PM2 namespaces to import (and to own); repeat or separate with commas.
+    #[arg(long, value_name = "NS", required = true, num_args = 1.., value_delimiter = ',')]
+    pub namespace: Vec<String>,
+    /// The ecosystem file's format (`--format` is the report's format).
+    #[arg(long = "as", value_enum, value_name = "FORMAT", default_value_t = ImportFormat::Yaml)]
+    pub file_format: ImportFormat,
+    /// Where to write the ecosystem file and reconcile.toml (created if missing).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
+    /// Overwrite the files if they exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The ecosystem file `import` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// `ecosystem.config.yaml`, secrets flagged by comments.
+    Yaml,
+    /// `ecosystem.config.json`, secrets flagged by warnings (JSON has no comments).
+    Json,
+    /// `ecosystem.config.cjs` (CommonJS, so a `"type": "module"` package.json cannot break it), secrets flagged by comments.
+    Js,
+}
+
+/// `reconcile schema`.
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Which schema.
+    #[arg(value_enum, default_value_t = SchemaKind::Ecosystem)]
+    pub which: SchemaKind,
+}
+
+/// The schemas `reconcile schema` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    /// Ecosystem files (.json, .yaml, .toml, or what a .js file exports).
+    Ecosystem,
+    /// reconcile.toml.
+    Config,
+}
+
+/// `reconcile completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `reconcile man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write reconcile.1 and one reconcile-COMMAND.1 per command into DIR instead of printing reconcile(1).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 /// `reconcile status`.

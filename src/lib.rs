@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod desired;
 pub mod exit_status;
+pub mod import;
 pub mod live;
 pub mod apply;
 pub mod plan;

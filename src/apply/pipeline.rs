@@ -205,10 +205,10 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
         refuse!(format!("preflight: a port is taken; nothing was changed:\n  - {}", lines.join("\n  - ")));
     }
 
-    if !options.auto_approve {
-        if let Err(why) = progress.confirm(&plan, home) {
-            refuse!(why);
-        }
+    if !options.auto_approve
+        && let Err(why) = progress.confirm(&plan, home)
+    {
+        refuse!(why);
     }
 
     let exec_settings = Settings { owned: owned.clone(), poll: Duration::from_millis(100), gate_slack: Duration::from_secs(15), rollback: options.rollback };

@@ -44,11 +44,10 @@ pub fn run(global: &GlobalArgs, args: &LintArgs) -> Result<ExitStatus> {
         match EcosystemFile::load(path, &options) {
             Ok(file) => loaded.push(file),
             Err(error) => {
-                if error.location().is_some() {
-                    if let Ok(text) = std::fs::read_to_string(path) {
+                if error.location().is_some()
+                    && let Ok(text) = std::fs::read_to_string(path) {
                         unloaded_sources.push(SourceFile::new(path, text));
                     }
-                }
                 findings.push(validate::load_error(&error));
             }
         }

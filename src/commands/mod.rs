@@ -1,6 +1,8 @@
 //! Glue between the command line and the modules: each command returns an [`ExitStatus`].
 
 mod apply;
+mod docs;
+mod import;
 mod lint;
 pub(crate) mod plan;
 pub mod status;
@@ -31,6 +33,10 @@ pub fn execute(cli: &Cli) -> Result<ExitStatus> {
         Command::Plan(args) => plan::run(&cli.global, args),
         Command::Apply(args) => apply::run(&cli.global, args),
         Command::Watch(args) => watch::run(&cli.global, args),
+        Command::Import(args) => import::run(&cli.global, args),
+        Command::Schema(args) => docs::schema(&cli.global, args),
+        Command::Completions(args) => docs::completions(&cli.global, args),
+        Command::Man(args) => docs::man(&cli.global, args),
     }
 }
 

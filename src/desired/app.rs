@@ -208,12 +208,11 @@ fn build(index: usize, pointer: String, raw: &Map<String, Value>, env_name: Opti
     coerce(&mut fields);
     let mut env = fields.get("env").and_then(Value::as_object).cloned().unwrap_or_default();
     let mut env_block_found = false;
-    if let Some(name) = env_name {
-        if let Some(block) = raw.get(&format!("env_{name}")).and_then(Value::as_object) {
+    if let Some(name) = env_name
+        && let Some(block) = raw.get(&format!("env_{name}")).and_then(Value::as_object) {
             env_block_found = true;
             env.extend(block.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-    }
     fields.insert("env".into(), Value::Object(env));
     AppView {
         index,

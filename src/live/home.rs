@@ -26,14 +26,12 @@ pub enum Endpoint {
 impl Endpoint {
     /// Parses a `PM2_DAEMON_*_PORT` value like axon's `parseAddr`.
     pub fn parse(value: &str) -> Self {
-        if let Some(rest) = value.strip_prefix("tcp://") {
-            if let Some((host, port)) = rest.trim_end_matches('/').rsplit_once(':') {
-                if let Ok(port) = port.parse() {
+        if let Some(rest) = value.strip_prefix("tcp://")
+            && let Some((host, port)) = rest.trim_end_matches('/').rsplit_once(':')
+                && let Ok(port) = port.parse() {
                     let host = if host.is_empty() { "127.0.0.1".to_string() } else { host.to_string() };
                     return Endpoint::Tcp { host, port };
                 }
-            }
-        }
         if let Some(rest) = value.strip_prefix("unix://") {
             return Endpoint::Unix(absolute(Path::new(rest)));
         }

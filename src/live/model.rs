@@ -243,7 +243,17 @@ const LIFTED: &[&str] = &[
 ];
 
 /// Env keys PM2 itself adds to every app (pm2-internals.md §5).
-const PM2_ADDED_ENV: &[&str] = &["PM2_HOME", "PM2_USAGE", "PM2_JSON_PROCESSING", "unique_id", "NODE_APP_INSTANCE", "PM2_PROGRAMMATIC"];
+/// `PM2_INTERACTOR_PROCESSING` leaks from the CLI run that launched the daemon (its
+/// pm2-io-agent sets it in its own env) into the apps that run started.
+const PM2_ADDED_ENV: &[&str] = &[
+    "PM2_HOME",
+    "PM2_USAGE",
+    "PM2_JSON_PROCESSING",
+    "PM2_INTERACTOR_PROCESSING",
+    "unique_id",
+    "NODE_APP_INSTANCE",
+    "PM2_PROGRAMMATIC",
+];
 
 /// Shell variables that are never an app's own setting; used when the daemon's env
 /// is unknown (snapshots).
@@ -252,6 +262,12 @@ const SHELL_ENV: &[&str] = &[
     "HOSTNAME", "MAIL", "LS_COLORS", "TMPDIR", "TZ", "DISPLAY", "EDITOR", "PAGER", "COLORTERM", "TERM_PROGRAM",
 ];
 const SHELL_ENV_PREFIXES: &[&str] = &["LC_", "XDG_", "SSH_", "NVM_", "npm_", "DBUS_", "CARGO_", "RUSTUP_"];
+
+/// Whether an env key is one a login shell sets (`PATH`, `HOME`, `LC_*`, `SSH_*`, ...):
+/// never an app's own setting, though an app started from a shell carries it.
+pub fn is_shell_variable(key: &str) -> bool {
+    SHELL_ENV.contains(&key) || SHELL_ENV_PREFIXES.iter().any(|p| key.starts_with(p))
+}
 
 /// Normalizes a whole `getMonitorData` / `pm2 jlist` list.
 ///
@@ -378,14 +394,13 @@ fn split_env_owned(
     for (key, value) in env {
         let pm2_added = PM2_ADDED_ENV.contains(&key.as_str())
             || key == SPEC_HASH_ENV
-            || (key == name && value.as_str() == Some("{}"))
+            || (key == name && is_module_marker(&value))
             // An object is never an env var the process sees (PM2 stringifies the
-            // app's own; executeApp copies only scalars): `pm2 restart NAME` leaves
-            // `env.<NAME> = {}` behind.
+            // app's own; executeApp copies only scalars).
             || value.is_object();
         let from_daemon = match daemon_env {
             Some(denv) => denv.get(&key).is_some_and(|d| same_env_value(d, &value)),
-            None => SHELL_ENV.contains(&key.as_str()) || SHELL_ENV_PREFIXES.iter().any(|p| key.starts_with(p)),
+            None => is_shell_variable(&key),
         };
         if pm2_added || from_daemon {
             inherited.insert(key, value);
@@ -394,6 +409,12 @@ fn split_env_owned(
         }
     }
     (set, inherited)
+}
+
+/// The `<name>` env entry PM2 adds for module config: `{}`, an empty object in PM2 7's
+/// lists (an older client may show the string `"{}"`).
+fn is_module_marker(value: &Value) -> bool {
+    value.as_str() == Some("{}") || value.as_object().is_some_and(Map::is_empty)
 }
 
 /// Env values from the daemon are strings; an app's may be numbers or booleans.
@@ -482,6 +503,16 @@ mod tests {
         let procs = normalize_list(&json!([entry()]), denv.as_object()).unwrap();
         assert!(procs[0].env_inherited.contains_key("PORT"));
         assert!(procs[0].env_set.contains_key("PATH"));
+    }
+
+    #[test]
+    fn pm2_additions_are_inherited_whatever_the_daemon_env() {
+        let mut e = entry();
+        e["pm2_env"]["env"] = json!({"api": {}, "PM2_INTERACTOR_PROCESSING": "true", "other": {}, "A": "1"});
+        let procs = normalize_list(&json!([e]), Some(&Map::new())).unwrap();
+        // An object never reaches the child (PM2 stringifies an app's own objects).
+        assert_eq!(procs[0].env_set.keys().collect::<Vec<_>>(), ["A"]);
+        assert!(procs[0].env_inherited.contains_key("api") && procs[0].env_inherited.contains_key("PM2_INTERACTOR_PROCESSING"));
     }
 
     #[test]

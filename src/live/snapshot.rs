@@ -38,11 +38,10 @@ fn parse_list(text: &str) -> Result<Value, String> {
     let Err(first_err) = first else { return first.map_err(|e| e.to_string()) };
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
-        if offset > 0 && line.trim_start().starts_with('[') {
-            if let Ok(v) = serde_json::from_str::<Value>(&text[offset..]) {
+        if offset > 0 && line.trim_start().starts_with('[')
+            && let Ok(v) = serde_json::from_str::<Value>(&text[offset..]) {
                 return Ok(v);
             }
-        }
         offset += line.len();
     }
     Err(first_err.to_string())

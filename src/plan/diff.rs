@@ -168,11 +168,10 @@ fn compare(app: &DesiredApp, group: &[&LiveProcess], redactor: &Redactor) -> Cha
         ("log_file", &app.log_file, &first.log_file),
         ("pid_file", &app.pid_file, &first.pid_file),
     ] {
-        if let Some(wanted) = wanted {
-            if !same_log_path(live_path.as_deref(), wanted, first.pm_id) {
+        if let Some(wanted) = wanted
+            && !same_log_path(live_path.as_deref(), wanted, first.pm_id) {
                 push(key, path_value(live_path.as_deref()), json!(wanted), true);
             }
-        }
     }
     if let Some(interpreter) = &app.interpreter {
         push("interpreter", json!(first.interpreter), json!(interpreter), false);

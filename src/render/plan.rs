@@ -102,8 +102,8 @@ fn write_attribute(out: &mut String, change: &Change, attribute: &AttributeChang
         (_, _, Value::Null) => "-",
         _ => "~",
     };
-    if let (Value::String(before), Value::String(after)) = (&attribute.before, &attribute.after) {
-        if before.contains('\n') || after.contains('\n') {
+    if let (Value::String(before), Value::String(after)) = (&attribute.before, &attribute.after)
+        && (before.contains('\n') || after.contains('\n')) {
             let _ = writeln!(out, "      {symbol} {}:{forces}", attribute.path);
             for line in TextDiff::from_lines(before.as_str(), after.as_str()).iter_all_changes() {
                 let sign = match line.tag() {
@@ -118,7 +118,6 @@ fn write_attribute(out: &mut String, change: &Change, attribute: &AttributeChang
             }
             return;
         }
-    }
     if change.action == Action::Create {
         let _ = writeln!(out, "      + {} = {}", attribute.path, show(&attribute.after));
     } else {

@@ -76,8 +76,8 @@ pub fn check(files: &[FileApps<'_>], ctx: Context<'_>, out: &mut Vec<Diagnostic>
                 }
             }
 
-            if let Some(env) = &app.env_name {
-                if !app.env_block_found {
+            if let Some(env) = &app.env_name
+                && !app.env_block_found {
                     sink.emit(
                         "missing-env",
                         &app.pointer,
@@ -86,7 +86,6 @@ pub fn check(files: &[FileApps<'_>], ctx: Context<'_>, out: &mut Vec<Diagnostic>
                         name.clone(),
                     );
                 }
-            }
         }
     }
 }

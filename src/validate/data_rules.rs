@@ -28,11 +28,10 @@ pub fn evaluate(
     app: &AppView,
     env: Option<&str>,
 ) -> Option<(String, String, Option<String>)> {
-    if let Some(envs) = &check.env {
-        if !env.is_some_and(|e| envs.iter().any(|x| x == e)) {
+    if let Some(envs) = &check.env
+        && !env.is_some_and(|e| envs.iter().any(|x| x == e)) {
             return None;
         }
-    }
     let instance = &app.fields;
     if compiled.when.as_ref().is_some_and(|when| !when.is_valid(instance)) {
         return None;

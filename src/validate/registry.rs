@@ -303,13 +303,13 @@ impl Registry {
                     return Err(RegistryError::UnknownParam { id: id.clone(), param: param.clone(), known });
                 };
                 let value = serde_json::to_value(value).unwrap_or(Value::Null);
-                let same_type = match (default, &value) {
+                let same_type = matches!(
+                    (default, &value),
                     (Value::Number(_), Value::Number(_))
-                    | (Value::String(_), Value::String(_))
-                    | (Value::Bool(_), Value::Bool(_))
-                    | (Value::Array(_), Value::Array(_)) => true,
-                    _ => false,
-                };
+                        | (Value::String(_), Value::String(_))
+                        | (Value::Bool(_), Value::Bool(_))
+                        | (Value::Array(_), Value::Array(_))
+                );
                 if !same_type {
                     let expected = match default {
                         Value::Number(_) => "a number",

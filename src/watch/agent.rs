@@ -295,10 +295,10 @@ impl<L: Loader> Agent<L> {
                 }
                 self.project = project;
                 self.home = home;
-                if let Some(files) = self.files.as_mut() {
-                    if let Err(e) = files.set(targets(&self.project)) {
-                        self.emit(&Report::Error { message: e.to_string() })?;
-                    }
+                if let Some(files) = self.files.as_mut()
+                    && let Err(e) = files.set(targets(&self.project))
+                {
+                    self.emit(&Report::Error { message: e.to_string() })?;
                 }
                 Ok(true)
             }
@@ -548,10 +548,10 @@ impl<L: Loader> Agent<L> {
         for report in given_up {
             self.emit(&report)?;
         }
-        if let Some(at) = wake {
-            if at < self.next_read {
-                self.next_read = at;
-            }
+        if let Some(at) = wake
+            && at < self.next_read
+        {
+            self.next_read = at;
         }
         if allowed.is_empty() {
             return Ok(());

@@ -7,7 +7,7 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -489,4 +489,50 @@ fn apply_refuses_a_snapshot_and_a_missing_project() {
     let out = run(crate::support::reconcile(dir.path()).args(["--live", "x.json", "apply"]));
     expect(&out, 1);
     assert!(out.2.contains("cannot run on a --live snapshot"), "{}", out.2);
+}
+
+/// On a terminal, apply asks and acts only on `yes`. The terminal is a pty made by
+/// util-linux `script` (package bsdutils, essential on Debian).
+#[test]
+fn on_a_terminal_apply_asks_and_acts_only_on_yes() {
+    let w = World::new("");
+    w.write(&[sleep_app("web", json!({}))]);
+    let ask = |answer: &str| {
+        // The environment `reconcile` gets in every test, carried through script(1).
+        let cmd = w.home.reconcile();
+        let bin = env!("CARGO_BIN_EXE_reconcile");
+        let mut script = Command::new("script");
+        script
+            .args(["-qec", &format!("{bin} apply"), "/dev/null"])
+            .current_dir(w.project.as_path())
+            .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = Spawned(script.spawn().expect("script(1)"));
+        {
+            use std::io::Write;
+            let stdin = child.0.stdin.as_mut().expect("stdin");
+            // Give apply time to reach its question; the pty buffers the answer anyway.
+            stdin.write_all(format!("{answer}\n").as_bytes()).expect("answer");
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.0.try_wait().expect("wait") {
+                let mut out = String::new();
+                std::io::Read::read_to_string(child.0.stdout.as_mut().expect("stdout"), &mut out).expect("read");
+                return (status.code(), out);
+            }
+            assert!(Instant::now() < deadline, "apply on a terminal did not finish");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let (code, out) = ask("no");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("Only 'yes' is accepted") && out.contains("not confirmed"), "{out}");
+    assert!(!w.ours().iter().any(|p| p.0 == "web"), "nothing was started");
+    let (code, out) = ask("yes");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(w.ours().iter().any(|p| p.0 == "web" && p.4 == "online"), "{out}");
+    w.assert_bystanders_untouched();
 }

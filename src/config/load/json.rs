@@ -94,11 +94,10 @@ fn number(text: &str) -> Value {
         Some(rest) => (true, rest),
         None => (false, trimmed),
     };
-    if let Some(hex) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
-        if let Ok(v) = i64::from_str_radix(hex, 16) {
+    if let Some(hex) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X"))
+        && let Ok(v) = i64::from_str_radix(hex, 16) {
             return Value::Number((if negative { -v } else { v }).into());
         }
-    }
     trimmed
         .parse::<f64>()
         .ok()
