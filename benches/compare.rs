@@ -137,20 +137,23 @@ impl Runner {
 const SHORT: Duration = Duration::from_secs(60);
 const LONG: Duration = Duration::from_secs(300);
 
-/// The owned apps: N `sleep`s, app `changed.0` with `VERSION = changed.1`.
-fn ecosystem(n: usize, cwd: &Path, changed: Option<(usize, u32)>) -> Value {
-    let apps: Vec<Value> = (0..n)
-        .map(|i| {
-            let version = match changed {
-                Some((at, v)) if at == i => v,
-                _ => 1,
-            };
-            json!({"name": format!("app-{i:03}"), "namespace": OWNED, "script": "/bin/sleep", "args": "3600",
-                "interpreter": "none", "exec_mode": "fork", "cwd": cwd, "min_uptime": MIN_UPTIME_MS,
-                "max_restarts": 5, "restart_delay": 2000, "kill_timeout": 1600,
-                "env": {"VERSION": version.to_string()}})
-        })
-        .collect();
+/// One owned `sleep` app.
+fn app(name: &str, cwd: &Path, version: u32) -> Value {
+    json!({"name": name, "namespace": OWNED, "script": "/bin/sleep", "args": "3600",
+        "interpreter": "none", "exec_mode": "fork", "cwd": cwd, "min_uptime": MIN_UPTIME_MS,
+        "max_restarts": 5, "restart_delay": 2000, "kill_timeout": 1600,
+        "env": {"VERSION": version.to_string()}})
+}
+
+/// The owned apps: N `sleep`s (app `changed.0` with `VERSION = changed.1`), then
+/// the `extra` ones.
+fn ecosystem(n: usize, cwd: &Path, changed: Option<(usize, u32)>, extra: &[String]) -> Value {
+    let version = |i| match changed {
+        Some((at, v)) if at == i => v,
+        _ => 1,
+    };
+    let apps: Vec<Value> =
+        (0..n).map(|i| app(&format!("app-{i:03}"), cwd, version(i))).chain(extra.iter().map(|name| app(name, cwd, 1))).collect();
     json!({ "apps": apps })
 }
 
@@ -254,11 +257,18 @@ struct AtN {
     version: Stats,
     status_snapshot: Stats,
     plan_snapshot: Stats,
+    /// `reconcile lint` of the N-app project (plan's desired half, no daemon).
+    lint: Stats,
     jlist_kb: usize,
     apply: Stats,
     apply_restarted: Vec<usize>,
     reload: Stats,
     reload_restarted: Vec<usize>,
+    /// One app added: `reconcile apply` vs `pm2 start FILE --only NAME`.
+    add: Stats,
+    add_restarted: Vec<usize>,
+    pm2_add: Stats,
+    pm2_add_restarted: Vec<usize>,
     foreign_untouched: bool,
     daemon_rss_mb: f64,
 }
@@ -300,7 +310,7 @@ impl Fixture {
             ),
         )
         .expect("reconcile.toml");
-        write_json(&eco, &ecosystem(n, &project, None));
+        write_json(&eco, &ecosystem(n, &project, None, &[]));
         Self { home, project, eco }
     }
 
@@ -316,7 +326,7 @@ impl Fixture {
         runner.expect(cmd, 0, LONG).1
     }
 
-    /// Polls `pm2 jlist` until all N owned apps are online (up to `limit`).
+    /// Polls `pm2 jlist` until `n` owned apps run, all online (up to `limit`).
     fn settle(&self, runner: &Runner, n: usize, limit: Duration) -> Value {
         let start = Instant::now();
         loop {
@@ -404,12 +414,22 @@ fn bench_n(runner: &Runner, n: usize, runs: usize, apply_runs: usize, watch: Opt
         c.args(["plan", "--format", "json", "--live", &snap]);
         c
     };
+    let lint = || {
+        let mut c = home.reconcile();
+        c.args(["lint", "--format", "json"]);
+        c
+    };
     let floors = interleaved(
         runner,
         runs,
-        &[("reconcile --version", &version, &[0]), ("status --live", &status_snapshot, &[0]), ("plan --live", &plan_snapshot, &[0, 2])],
+        &[
+            ("reconcile --version", &version, &[0]),
+            ("status --live", &status_snapshot, &[0]),
+            ("plan --live", &plan_snapshot, &[0, 2]),
+            ("lint", &lint, &[0]),
+        ],
     );
-    let [version, status_snapshot, plan_snapshot]: [Stats; 3] = floors.try_into().expect("three");
+    let [version, status_snapshot, plan_snapshot, lint]: [Stats; 4] = floors.try_into().expect("four");
     let daemon = u32::try_from(home.daemon_pid().expect("pm2.pid")).expect("pid");
     let daemon_rss_mb = mb(status_kb(daemon, "VmRSS"));
 
@@ -418,34 +438,63 @@ fn bench_n(runner: &Runner, n: usize, runs: usize, apply_runs: usize, watch: Opt
         watch_idle(&fx, n, secs)
     });
 
-    progress("reconcile apply, one env changed");
+    // Each tool in turn; `before` is the pids after the previous step, so every
+    // count is "pid changed by this command". reconcile first: after pm2's
+    // `--update-env` the apps carry the CLI's whole shell env, which is drift.
     let changed = n / 2;
     let mut version_no = 1;
+    let mut count = n;
     let (mut before, _) = owned_pids(&fx.jlist(runner));
-    let mut apply = Vec::new();
-    let mut apply_restarted = Vec::new();
+    let step = |before: &mut BTreeMap<String, i64>, count: usize, limit: Duration| {
+        let (after, _) = owned_pids(&fx.settle(runner, count, limit));
+        let n = restarted(before, &after);
+        *before = after;
+        n
+    };
+
+    progress("reconcile apply, one env changed");
+    let (mut apply, mut apply_restarted) = (Vec::new(), Vec::new());
     for _ in 0..apply_runs {
         version_no += 1;
-        write_json(&fx.eco, &ecosystem(n, &fx.project, Some((changed, version_no))));
+        write_json(&fx.eco, &ecosystem(n, &fx.project, Some((changed, version_no)), &[]));
         apply.push(fx.apply(runner));
-        let (after, online) = owned_pids(&fx.jlist(runner));
-        assert!(online, "reconcile apply left an app not online");
-        apply_restarted.push(restarted(&before, &after));
-        before = after;
+        apply_restarted.push(step(&mut before, count, SHORT));
+    }
+
+    progress("reconcile apply, one app added");
+    let (mut add, mut add_restarted) = (Vec::new(), Vec::new());
+    let mut ours_new = Vec::new();
+    for k in 0..apply_runs {
+        ours_new.push(format!("new-{k}"));
+        write_json(&fx.eco, &ecosystem(n, &fx.project, Some((changed, version_no)), &ours_new));
+        add.push(fx.apply(runner));
+        count += 1;
+        add_restarted.push(step(&mut before, count, SHORT));
     }
 
     progress("pm2 startOrReload --update-env, one env changed");
-    let mut reload = Vec::new();
-    let mut reload_restarted = Vec::new();
     let eco = fx.eco.to_str().expect("utf-8").to_string();
+    let (mut reload, mut reload_restarted) = (Vec::new(), Vec::new());
     for _ in 0..apply_runs {
         version_no += 1;
-        write_json(&fx.eco, &ecosystem(n, &fx.project, Some((changed, version_no))));
+        // The N apps only: the added ones are not touched by either tool.
+        write_json(&fx.eco, &ecosystem(n, &fx.project, Some((changed, version_no)), &[]));
         let (_, t) = runner.expect(home.pm2_command(&["startOrReload", &eco, "--update-env"]), 0, LONG);
         reload.push(t);
-        let (after, _) = owned_pids(&fx.settle(runner, n, Duration::from_secs(120)));
-        reload_restarted.push(restarted(&before, &after));
-        before = after;
+        reload_restarted.push(step(&mut before, count, Duration::from_secs(120)));
+    }
+
+    progress("pm2 start FILE --only NAME, one app added");
+    let (mut pm2_add, mut pm2_add_restarted) = (Vec::new(), Vec::new());
+    let mut theirs_new = Vec::new();
+    for k in 0..apply_runs {
+        let name = format!("pm2-new-{k}");
+        theirs_new.push(name.clone());
+        write_json(&fx.eco, &ecosystem(n, &fx.project, Some((changed, version_no)), &theirs_new));
+        let (_, t) = runner.expect(home.pm2_command(&["start", &eco, "--only", &name]), 0, SHORT);
+        pm2_add.push(t);
+        count += 1;
+        pm2_add_restarted.push(step(&mut before, count, SHORT));
     }
     let foreign_untouched = foreign_pid(&fx.jlist(runner)) == Some(foreign_before);
 
@@ -458,11 +507,16 @@ fn bench_n(runner: &Runner, n: usize, runs: usize, apply_runs: usize, watch: Opt
         version,
         status_snapshot,
         plan_snapshot,
+        lint,
         jlist_kb,
         apply: Stats::of(apply),
         apply_restarted,
         reload: Stats::of(reload),
         reload_restarted,
+        add: Stats::of(add),
+        add_restarted,
+        pm2_add: Stats::of(pm2_add),
+        pm2_add_restarted,
         foreign_untouched,
         daemon_rss_mb,
     };
@@ -691,61 +745,83 @@ fn report(
     comparison(&mut line, "planning N desired apps (JSON ecosystem, empty plan)", "reconcile plan", "pm2 jlist", &|r| (&r.plan, &r.jlist));
 
     line(String::new());
-    line("  where reconcile's read time goes (client-side floors, no daemon):".into());
-    line(format!("  {:>5}  {:<18} {:<18} {:<18} {:>10} {:>9}", "N", "process start", "status --live FILE", "plan --live FILE", "jlist KB", "daemon MB"));
+    line("where reconcile's read time goes: the same commands without the daemon (the live state from a jlist file)".into());
+    line(format!(
+        "  {:>5}  {:<18} {:<18} {:<18} {:<18} {:>8} {:>9}",
+        "N", "process start", "lint (N apps)", "status --live FILE", "plan --live FILE", "jlist KB", "daemon MB"
+    ));
     for r in results {
         line(format!(
-            "  {:>5}  {:<18} {:<18} {:<18} {:>10} {:>9.1}",
+            "  {:>5}  {:<18} {:<18} {:<18} {:<18} {:>8} {:>9.1}",
             r.n,
             r.version.show(),
+            r.lint.show(),
             r.status_snapshot.show(),
             r.plan_snapshot.show(),
             r.jlist_kb,
             r.daemon_rss_mb
         ));
     }
+    line("  (status minus status --live FILE ≈ the daemon's answer: getMonitorData samples every process first)".into());
 
-    line(String::new());
-    line(format!(
-        "applying one env change among N (reconcile's time includes its health gate: the restarted process must stay online {MIN_UPTIME_MS} ms; pm2 waits for nothing)"
-    ));
-    line(format!(
-        "  {:>5}  {:<24} {:<24} {:>11} {:>9}  {:>9} {:>9}",
-        "N", "reconcile apply", "pm2 startOrReload", "ours/theirs", "x faster", "restarted", "(pm2)"
-    ));
-    for r in results {
+    type Pick<'a> = &'a dyn Fn(&AtN) -> (&Stats, &Stats, &[usize], &[usize]);
+    let writes = |line: &mut dyn FnMut(String), title: &str, ours_label: &str, theirs_label: &str, pick: Pick| {
+        line(String::new());
+        line(title.to_string());
+        line(format!(
+            "  {:>5}  {:<24} {:<24} {:>11} {:>9}  {:>9} {:>9}",
+            "N", ours_label, theirs_label, "ours/theirs", "x faster", "restarted", "(pm2)"
+        ));
         let same = |v: &[usize]| {
             let (lo, hi) = (v.iter().min().copied().unwrap_or(0), v.iter().max().copied().unwrap_or(0));
             if lo == hi { lo.to_string() } else { format!("{lo}..{hi}") }
         };
-        line(format!(
-            "  {:>5}  {:<24} {:<24} {:>11.3} {:>8.1}x  {:>9} {:>9}",
-            r.n,
-            r.apply.show(),
-            r.reload.show(),
-            ratio(r.apply.median, r.reload.median),
-            ratio(r.reload.median, r.apply.median),
-            same(&r.apply_restarted),
-            same(&r.reload_restarted)
-        ));
-    }
-    if ns.len() > 1 {
-        let o: Vec<f64> = results.iter().map(|r| r.apply.median).collect();
-        let t: Vec<f64> = results.iter().map(|r| r.reload.median).collect();
-        line(format!(
-            "  growth N={}→{}: {}; {}",
-            ns[0],
-            ns[ns.len() - 1],
-            growth_line("reconcile apply", ns, &o),
-            growth_line("pm2 startOrReload", ns, &t)
-        ));
-    }
+        for r in results {
+            let (o, t, o_restarted, t_restarted) = pick(r);
+            line(format!(
+                "  {:>5}  {:<24} {:<24} {:>11.3} {:>8.1}x  {:>9} {:>9}",
+                r.n,
+                o.show(),
+                t.show(),
+                ratio(o.median, t.median),
+                ratio(t.median, o.median),
+                same(o_restarted),
+                same(t_restarted)
+            ));
+        }
+        if ns.len() > 1 {
+            let o: Vec<f64> = results.iter().map(|r| pick(r).0.median).collect();
+            let t: Vec<f64> = results.iter().map(|r| pick(r).1.median).collect();
+            line(format!(
+                "  growth N={}→{}: {}; {}",
+                ns[0],
+                ns[ns.len() - 1],
+                growth_line(ours_label, ns, &o),
+                growth_line(theirs_label, ns, &t)
+            ));
+        }
+    };
+    writes(
+        &mut line,
+        &format!("applying one env change among N (reconcile's time includes its health gate: the restarted process must stay online {MIN_UPTIME_MS} ms; pm2 waits for nothing)"),
+        "reconcile apply",
+        "pm2 startOrReload",
+        &|r| (&r.apply, &r.reload, &r.apply_restarted, &r.reload_restarted),
+    );
+    writes(
+        &mut line,
+        &format!("adding one app beside N (reconcile apply: plan, PM2's own resolution in node, prepare, {MIN_UPTIME_MS} ms health gate)"),
+        "reconcile apply",
+        "pm2 start FILE --only",
+        &|r| (&r.add, &r.pm2_add, &r.add_restarted, &r.pm2_add_restarted),
+    );
+    line(String::new());
     line(format!(
-        "  first reconcile apply of the N new apps (health-gated together): {}",
+        "first reconcile apply of the N new apps (health-gated together): {}",
         results.iter().map(|r| format!("N={}: {} ms", r.n, ms(r.first_apply_ms))).collect::<Vec<_>>().join(", ")
     ));
     line(format!(
-        "  foreign app untouched by every apply: {}",
+        "foreign app untouched by every command: {}",
         if results.iter().all(|r| r.foreign_untouched) { "yes" } else { "NO" }
     ));
 
@@ -815,9 +891,12 @@ fn report(
             "apply_one_change": {"ours": "reconcile apply --auto-approve", "theirs": "pm2 startOrReload FILE --update-env",
                 "ms": pair(&r.apply, &r.reload), "restarted": {"ours": r.apply_restarted, "theirs": r.reload_restarted},
                 "health_gate_ms": MIN_UPTIME_MS},
+            "add_one_app": {"ours": "reconcile apply --auto-approve", "theirs": "pm2 start FILE --only NAME",
+                "ms": pair(&r.add, &r.pm2_add), "restarted": {"ours": r.add_restarted, "theirs": r.pm2_add_restarted},
+                "health_gate_ms": MIN_UPTIME_MS},
             "first_apply_ms": round(r.first_apply_ms),
             "floors_ms": {"process_start": r.version.json(), "status_from_snapshot": r.status_snapshot.json(),
-                "plan_from_snapshot": r.plan_snapshot.json()},
+                "plan_from_snapshot": r.plan_snapshot.json(), "lint_n_apps": r.lint.json()},
             "jlist_kb": r.jlist_kb,
             "daemon_rss_mb": round(r.daemon_rss_mb),
             "foreign_untouched": r.foreign_untouched,
@@ -826,6 +905,7 @@ fn report(
             "live_read": {"ours": growth_json(ns, &medians(&|r| r.status.median)), "theirs": growth_json(ns, &medians(&|r| r.jlist.median))},
             "plan": {"ours": growth_json(ns, &medians(&|r| r.plan.median)), "theirs": growth_json(ns, &medians(&|r| r.jlist.median))},
             "apply_one_change": {"ours": growth_json(ns, &medians(&|r| r.apply.median)), "theirs": growth_json(ns, &medians(&|r| r.reload.median))},
+            "add_one_app": {"ours": growth_json(ns, &medians(&|r| r.add.median)), "theirs": growth_json(ns, &medians(&|r| r.pm2_add.median))},
         },
         "watch_idle": watch.map(|w| json!({
             "n": w.n, "secs": round(w.secs),
