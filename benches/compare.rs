@@ -341,10 +341,13 @@ impl Fixture {
     }
 }
 
+/// A command to time: its name, how to make it, the exit codes that count as success.
+type Timed<'a> = (&'a str, &'a dyn Fn() -> Command, &'a [i32]);
+
 /// Times `runs` rounds of several commands, interleaved (the order rotates each
 /// round, so a burst of load elsewhere on the machine is shared), after one warm-up
 /// round.
-fn interleaved(runner: &Runner, runs: usize, cmds: &[(&str, &dyn Fn() -> Command, &[i32])]) -> Vec<Stats> {
+fn interleaved(runner: &Runner, runs: usize, cmds: &[Timed]) -> Vec<Stats> {
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cmds.len()];
     for round in 0..=runs {
         for k in 0..cmds.len() {
