@@ -91,6 +91,18 @@ pub enum Command {
     /// the desired or live state moved since. Exit 0: applied (or nothing to do);
     /// 1: refused or failed.
     Apply(ApplyArgs),
+    /// Watch the desired-state files and the PM2 daemon; report drift, optionally heal it.
+    ///
+    /// Reports, once when it starts and once when it clears: attribute drift (an app
+    /// restarted by hand with other env or options), missing apps, unmanaged processes
+    /// in an owned namespace, stopped or errored apps, crash loops ([health]
+    /// crash_window_restarts within crash_window_s). Edits to the ecosystem files,
+    /// reconcile.toml or policies are linted and planned again at once. Formats: human
+    /// (log lines), json (one object a line, each with "kind"). SIGINT or SIGTERM stop
+    /// it (exit 0); a daemon that goes away is reported and retried with backoff.
+    /// Exit 1 only for bad input at start (no reconcile.toml, a non-loopback --metrics,
+    /// an unusable --git-remote).
+    Watch(WatchArgs),
     /// Write an ecosystem file and a reconcile.toml from the live apps of some namespaces.
     ///
     /// Reads the daemon (or a `pm2 jlist` file given with --live) and writes only what
@@ -104,6 +116,46 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
     Man(ManArgs),
+}
+
+/// `reconcile watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Seconds between full re-reads of the daemon (events are seen at once anyway).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: u64,
+    /// Apply the desired state to drifting apps: the whole apply safety contract,
+    /// auto-approved, never past the blast-radius guard, rate-limited per app.
+    #[arg(long)]
+    pub heal: bool,
+    /// With --heal: heals per app within --heal-window, and failed heals in a row
+    /// before the app is given up on (reported once, not retried until its spec
+    /// changes or its drift clears).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub heal_max_attempts: u32,
+    /// With --heal: the window (seconds) for --heal-max-attempts.
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    pub heal_window: u64,
+    /// With --heal: the wait (seconds) after a failed heal, doubled after each further one.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub heal_backoff: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics; loopback only (127.0.0.1:PORT, [::1]:PORT).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Pull mode: follow this git repository (a file:// URL or a local path) and apply
+    /// each new commit of --branch, with heal semantics. reconcile.toml (or --config)
+    /// is read from the clone, kept in .reconcile/checkout.
+    #[arg(long, value_name = "URL", requires = "branch")]
+    pub git_remote: Option<String>,
+    /// Pull mode: the branch to follow.
+    #[arg(long, value_name = "NAME", requires = "git_remote")]
+    pub branch: Option<String>,
+    /// Pull mode: seconds between fetches.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub git_interval: u64,
+    /// Which env_<name> block to merge (default: [project] env).
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
 }
 
 /// `reconcile apply`.

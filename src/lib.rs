@@ -17,6 +17,7 @@ pub mod plan;
 pub mod redact;
 pub mod render;
 pub mod validate;
+pub mod watch;
 
 #[cfg(test)]
 pub mod testing;

@@ -166,6 +166,13 @@ impl<'a> Executor<'a> {
         let by_name: BTreeMap<&str, &DesiredApp> = desired.iter().map(|d| (d.name.as_str(), d)).collect();
         let order = [Action::Delete, Action::Replace, Action::Create, Action::Update, Action::Scale];
         'outer: for action in order {
+            if action == Action::Create {
+                if let Err(stop) = self.create_all(plan, &by_name, resolved).await {
+                    self.outcome.aborted = Some(stop);
+                    break 'outer;
+                }
+                continue;
+            }
             for change in plan.changes.iter().filter(|c| c.action == action) {
                 let app = by_name.get(change.name.as_str()).copied();
                 if let Err(stop) = self.change(change, app, resolved.get(&change.name)).await {
@@ -246,7 +253,7 @@ impl<'a> Executor<'a> {
                 }
                 self.start(change, app, resolved, true).await
             }
-            Action::Create => self.start(change, app, resolved, false).await,
+            Action::Create => self.start(change, app, resolved, false).await, // (batched in `run`)
             Action::Update => {
                 let (Some(app), Some(resolved)) = (app, resolved) else { return Ok(()) };
                 let keep = self.shrink(change, app.instances).await?;
@@ -288,6 +295,38 @@ impl<'a> Executor<'a> {
         let ids = self.record(change, "start", None, started, result)?;
         for pm_id in ids {
             self.wait_for(app, pm_id, Some(0));
+        }
+        Ok(())
+    }
+
+    /// Starts every `create` of the plan behind one fresh read ([`Pm2Client::start_all`]).
+    async fn create_all(
+        &mut self,
+        plan: &Plan,
+        by_name: &BTreeMap<&str, &DesiredApp>,
+        resolved: &BTreeMap<String, ResolvedApp>,
+    ) -> Result<(), String> {
+        let mut batch: Vec<(&Change, &DesiredApp, &ResolvedApp)> = Vec::new();
+        for change in plan.changes.iter().filter(|c| c.action == Action::Create) {
+            match (by_name.get(change.name.as_str()), resolved.get(&change.name)) {
+                (Some(app), Some(spec)) => batch.push((change, app, spec)),
+                _ => return Err(format!("internal: no resolved spec for `{}`", change.name)),
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let specs: Vec<&ResolvedApp> = batch.iter().map(|(_, _, spec)| *spec).collect();
+        let results = match self.client.start_all(&specs, &self.settings.owned).await {
+            Ok(results) => results,
+            Err(e) => return self.record(batch[0].0, "start", None, started, Err(e)).map(|_| ()),
+        };
+        // One read served them all; each start is timed from the batch's start.
+        for ((change, app, _), result) in batch.into_iter().zip(results) {
+            for pm_id in self.record(change, "start", None, started, result)? {
+                self.wait_for(app, pm_id, Some(0));
+            }
         }
         Ok(())
     }

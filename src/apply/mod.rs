@@ -16,6 +16,7 @@ pub mod execute;
 pub mod identity;
 pub mod journal;
 pub mod lock;
+pub mod pipeline;
 pub mod preflight;
 pub mod verify;
 

@@ -4,8 +4,9 @@ mod apply;
 mod docs;
 mod import;
 mod lint;
-mod plan;
+pub(crate) mod plan;
 pub mod status;
+mod watch;
 
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ pub fn execute(cli: &Cli) -> Result<ExitStatus> {
         Command::Status(args) => status::run(cli, args),
         Command::Plan(args) => plan::run(&cli.global, args),
         Command::Apply(args) => apply::run(&cli.global, args),
+        Command::Watch(args) => watch::run(&cli.global, args),
         Command::Import(args) => import::run(&cli.global, args),
         Command::Schema(args) => docs::schema(&cli.global, args),
         Command::Completions(args) => docs::completions(&cli.global, args),

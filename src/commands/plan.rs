@@ -140,6 +140,29 @@ pub fn desired_state(global: &GlobalArgs, project: &Project, env: Option<&str>) 
 /// As [`desired_state`]; with `resolve_in`, relative paths resolve against that
 /// directory instead of where the files were read (a checkout stands in for it).
 fn desired_state_in(global: &GlobalArgs, project: &Project, env: Option<&str>, resolve_in: Option<&Path>) -> Result<Option<Vec<DesiredApp>>> {
+    let checked = check(global, project, env, resolve_in)?;
+    if !checked.findings.is_empty() {
+        use std::io::Write;
+        let mut stderr = anstream::stderr().lock();
+        stderr.write_all(checked.human.as_bytes())?;
+    }
+    Ok(checked.desired)
+}
+
+/// The desired state after every check, with the findings kept as data.
+#[derive(Debug)]
+pub struct Checked {
+    /// Every finding, errors and warnings.
+    pub findings: Vec<Diagnostic>,
+    /// The findings rendered for people (empty when there are none).
+    pub human: String,
+    /// The normalized apps; `None` while any error stands.
+    pub desired: Option<Vec<DesiredApp>>,
+}
+
+/// Loads the project's ecosystem files, runs every check, and normalizes the apps,
+/// printing nothing (`watch` reports the findings its own way).
+pub fn check(global: &GlobalArgs, project: &Project, env: Option<&str>, resolve_in: Option<&Path>) -> Result<Checked> {
     let settings = &project.settings;
     let registry = Registry::load(&settings.policies, &project.root)?;
     tracing::debug!("policies loaded");
@@ -167,9 +190,9 @@ fn desired_state_in(global: &GlobalArgs, project: &Project, env: Option<&str>, r
     tracing::debug!(findings = findings.len(), "checks run");
     let sources: Vec<_> = loaded.iter().map(|f| &f.source).collect();
     let summary = Summary::new(files.len(), found.iter().map(|f| f.apps.len()).sum(), &findings);
-    report(&findings, &sources, summary)?;
+    let human = if findings.is_empty() { String::new() } else { render::diagnostics::human(&findings, &sources, summary) };
     if findings.iter().any(|d| d.severity == Severity::Error) {
-        return Ok(None);
+        return Ok(Checked { findings, human, desired: None });
     }
     let host = Host::current();
     let mut desired = Vec::new();
@@ -185,7 +208,7 @@ fn desired_state_in(global: &GlobalArgs, project: &Project, env: Option<&str>, r
             desired.push(DesiredApp::build(app, path, line, &dir, &host));
         }
     }
-    Ok(Some(desired))
+    Ok(Checked { findings, human, desired: Some(desired) })
 }
 
 /// Findings go to stderr, so that stdout stays the plan.
@@ -202,10 +225,15 @@ fn report(findings: &[Diagnostic], sources: &[&crate::config::SourceFile], summa
 
 /// Prints conflicts as findings (stderr); the plan is refused.
 pub(super) fn report_conflicts(project: &Project, conflicts: &[Conflict], apps: usize) -> Result<Option<Plan>> {
-    let registry = Registry::load(&project.settings.policies, &project.root)?;
-    let findings: Vec<Diagnostic> = conflicts.iter().filter_map(|c| conflict_finding(&registry, c)).collect();
+    let findings = conflict_findings(project, conflicts)?;
     report(&findings, &[], Summary::new(project.ecosystem_paths().len(), apps, &findings))?;
     Ok(None)
+}
+
+/// Conflicts as findings (always errors: they protect processes that are not ours).
+pub fn conflict_findings(project: &Project, conflicts: &[Conflict]) -> Result<Vec<Diagnostic>> {
+    let registry = Registry::load(&project.settings.policies, &project.root)?;
+    Ok(conflicts.iter().filter_map(|c| conflict_finding(&registry, c)).collect())
 }
 
 fn conflict_finding(registry: &Registry, conflict: &Conflict) -> Option<Diagnostic> {

@@ -55,11 +55,10 @@ pub fn broken_rules(document: &Value, path: &Path, namespaces: &[String]) -> Res
             return Err(CheckError::Written { rule: finding.rule.clone(), message: finding.message.clone() });
         }
         let apps = broken.entry(finding.rule.clone()).or_default();
-        if let Some(app) = &finding.app {
-            if !apps.contains(app) {
+        if let Some(app) = &finding.app
+            && !apps.contains(app) {
                 apps.push(app.clone());
             }
-        }
     }
     Ok(broken.into_iter().map(|(rule, apps)| BrokenRule { rule, apps }).collect())
 }

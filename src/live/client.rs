@@ -290,11 +290,36 @@ impl Pm2Client {
     }
 
     async fn start_checked(&mut self, app: &ResolvedApp, owned_namespaces: &[String], again: bool) -> Result<Vec<u64>, LiveError> {
+        let state = self.list().await?;
+        self.prepare_if_free(app, owned_namespaces, again, &state).await
+    }
+
+    /// Starts several new apps (as [`Pm2Client::start`] each) after one fresh read:
+    /// the names are checked against that read, then each app is prepared in turn.
+    /// One read instead of one per app keeps the first apply of N apps linear in N.
+    /// Results are in the order of `apps`; a name taken fails only that app.
+    pub async fn start_all(&mut self, apps: &[&ResolvedApp], owned_namespaces: &[String]) -> Result<Vec<Result<Vec<u64>, LiveError>>, LiveError> {
+        let state = self.list().await?;
+        let mut results = Vec::with_capacity(apps.len());
+        for app in apps {
+            results.push(self.prepare_if_free(app, owned_namespaces, false, &state).await);
+        }
+        Ok(results)
+    }
+
+    /// `prepare`, if `app`'s namespace is owned and its name is free in `state`
+    /// (in every namespace; with `again`, in the owned ones).
+    async fn prepare_if_free(
+        &mut self,
+        app: &ResolvedApp,
+        owned_namespaces: &[String],
+        again: bool,
+        state: &LiveState,
+    ) -> Result<Vec<u64>, LiveError> {
         let (name, namespace) = (app.name().to_string(), app.namespace().to_string());
         if !owned_namespaces.contains(&namespace) {
             return Err(LiveError::NamespaceNotOwned { name, namespace });
         }
-        let state = self.list().await?;
         let taken = state
             .by_name(&name)
             .find(|p| !again || owned_namespaces.contains(&p.namespace))

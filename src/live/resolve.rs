@@ -9,8 +9,9 @@
 //! Porting them would drift; so a tiny helper `require`s the installed PM2's
 //! `lib/Common.js` and runs the same functions, prints the payload, and the client
 //! sends it as `prepare` over the socket. Compared with running `pm2 start FILE
-//! --only NAME` for the app, measured by `cargo bench --bench live_read` (2-core VM
-//! shared with other builds, PM2 7.0.4, a daemon with 100 apps, 10 starts each):
+//! --only NAME` for the app, measured in-process when this was written (2-core VM
+//! shared with other builds, PM2 7.0.4, a daemon with 100 apps, 10 starts each;
+//! `cargo bench --bench compare` now times whole applies through the binary):
 //!
 //! | route | wall time per start, median (min..max) |
 //! |---|---|

@@ -358,6 +358,23 @@ fn guard(changes: &[Change], live_owned_apps: usize, safety: &SafetySection) -> 
     }
 }
 
+/// The plan narrowed to the changes of `apps` (by name), with its summary and
+/// blast-radius guard computed again for what is left. `watch --heal` uses it to
+/// act on the apps it may heal and leave the others (given up, or rate-limited) alone.
+pub fn restrict(mut plan: Plan, apps: &BTreeSet<String>, safety: &SafetySection) -> Plan {
+    plan.changes.retain(|c| apps.contains(&c.name));
+    plan.summary = summarize(&plan.changes);
+    let live_owned_apps: BTreeSet<(&str, &str)> = plan
+        .basis
+        .live
+        .iter()
+        .filter(|m| plan.namespaces.contains(&m.namespace))
+        .map(|m| (m.namespace.as_str(), m.name.as_str()))
+        .collect();
+    plan.guard = guard(&plan.changes, live_owned_apps.len(), safety);
+    plan
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
@@ -406,6 +423,23 @@ mod tests {
 
     use super::*;
     use crate::testing::{desired, foreign, live, live_of};
+
+    #[test]
+    fn restrict_keeps_only_the_named_apps_and_recomputes_the_guard() {
+        let safety = SafetySection { max_changed_fraction: 0.1, ..SafetySection::default() };
+        let app = |name: &str, args: &str| json!({"name": name, "namespace": "web", "script": "s.js", "args": args});
+        let before = desired(json!([app("a", "1"), app("b", "1"), app("c", "1")]));
+        let state = live(before.iter().enumerate().map(|(i, d)| live_of(d, i as u64)).collect());
+        let after = desired(json!([app("a", "2"), app("b", "2"), app("c", "2")]));
+        let full = diff(&after, &state, &owned(), &safety, &Redactor::new(&[])).expect("a plan");
+        assert_eq!(full.summary.update, 3);
+        assert!(!full.guard.violations.is_empty(), "three of three disrupted trips the guard");
+        let only: BTreeSet<String> = ["b".to_string()].into();
+        let narrowed = restrict(full, &only, &safety);
+        assert_eq!(narrowed.changes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["b"]);
+        assert_eq!(narrowed.summary.update, 1);
+        assert!(narrowed.guard.violations.is_empty(), "one app alone passes: {:?}", narrowed.guard);
+    }
 
     fn owned() -> Vec<String> {
         vec!["web".into()]

@@ -4,4 +4,5 @@ pub mod diagnostics;
 pub mod apply;
 pub mod plan;
 pub mod style;
+pub mod watch;
 pub mod status;

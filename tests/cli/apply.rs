@@ -241,7 +241,12 @@ fn the_blast_radius_guard_refuses_before_the_first_action_unless_allowed() {
     assert!(refused.2.contains("blast-radius guard") && refused.2.contains("--allow-blast-radius"), "{}", refused.2);
     assert_eq!(w.ours(), before, "nothing was changed");
     assert_eq!(w.journal().last().unwrap()["outcome"], "refused");
-    expect(&w.apply(&["--allow-blast-radius"]), 0);
+    let allowed = w.apply(&["--allow-blast-radius", "--format", "json"]);
+    expect(&allowed, 0);
+    let report: Value = serde_json::from_str(&allowed.1).expect("--format json prints one JSON object");
+    assert_eq!(report["outcome"], "success", "{report:#}");
+    let deleted: Vec<&str> = report["actions"].as_array().unwrap().iter().filter(|a| a["call"] == "delete").filter_map(|a| a["app"].as_str()).collect();
+    assert_eq!(deleted, ["b", "c"], "{report:#}");
     assert_eq!(w.ours().len(), 1);
     w.assert_bystanders_untouched();
 }

@@ -18,3 +18,4 @@ mod round_trip;
 mod live_read;
 mod live_write;
 mod status;
+mod watch;

@@ -1,0 +1,579 @@
+//! `reconcile watch` against a real daemon. Each test runs beside a foreign app
+//! (`stock-alert` in a namespace we do not own, and `worker` in `theirs`, the same
+//! name as one of ours) and checks at the end, with `pm2 jlist`, that each kept its
+//! pid, restart count and status. The watcher's JSON lines are read from its stdout
+//! with deadlines; the watcher is always killed at the end (a [`Spawned`] guard).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Pm2Home, Spawned, run};
+
+/// A private daemon with foreign processes, and a project owning `mine` with `web`
+/// and `worker` applied.
+struct World {
+    home: Pm2Home,
+    project: PathBuf,
+    foreign: Vec<(String, String, Value, Value, Value)>,
+}
+
+fn sleep_app(name: &str, extra: Value) -> Value {
+    let mut app = json!({"name": name, "namespace": "mine", "script": "/bin/sleep", "args": "3600",
+        "interpreter": "none", "exec_mode": "fork", "min_uptime": 500, "max_restarts": 3,
+        "restart_delay": 0, "kill_timeout": 500, "autorestart": true,
+        "out_file": "/dev/null", "error_file": "/dev/null", "log_date_format": "YYYY-MM-DD HH:mm:ss"});
+    for (k, v) in extra.as_object().expect("extra is an object") {
+        app[k] = v.clone();
+    }
+    app
+}
+
+/// The reconcile.toml of the tests: owns `mine`, short thresholds.
+fn project_toml(home: &Path) -> String {
+    format!(
+        "[project]\nname = \"t\"\necosystem = [\"ecosystem.json\"]\nnamespaces = [\"mine\"]\n\n[pm2]\nhome = {:?}\ntimeout_ms = 10000\n\n\
+         [health]\ncrash_window_restarts = 3\ncrash_window_s = 60\n\n\
+         [policies.rules.min-uptime]\nmin = 300\n\n[policies.rules.restart-delay]\nmin = 0\n",
+        home.display().to_string()
+    )
+}
+
+impl World {
+    /// The daemon, the foreign apps, and `apps` applied (none if empty).
+    fn new(apps: &[Value]) -> Self {
+        let home = Pm2Home::start();
+        home.start_sleep("stock-alert", "stock");
+        home.pm2_ok(&["start", "/bin/sleep", "-f", "--name", "worker", "--namespace", "theirs", "--interpreter", "none", "--", "3600"]);
+        let project = home.path().join("project");
+        std::fs::create_dir_all(&project).expect("project dir");
+        std::fs::write(project.join("reconcile.toml"), project_toml(home.path())).expect("reconcile.toml");
+        let mut world = Self { home, project, foreign: Vec::new() };
+        world.foreign = world.bystanders();
+        if !apps.is_empty() {
+            world.write(apps);
+            let out = run(world.home.reconcile().args(["apply", "--auto-approve"]));
+            assert_eq!(out.0, 0, "apply failed:\n{}\n{}", out.1, out.2);
+        }
+        world
+    }
+
+    fn write(&self, apps: &[Value]) {
+        let text = serde_json::to_string_pretty(&json!({"apps": apps})).expect("json");
+        // As editors do: a new file renamed over the old one.
+        let tmp = self.project.join(".ecosystem.json.tmp");
+        std::fs::write(&tmp, text).expect("ecosystem");
+        std::fs::rename(&tmp, self.project.join("ecosystem.json")).expect("rename");
+    }
+
+    fn bystanders(&self) -> Vec<(String, String, Value, Value, Value)> {
+        let mut out: Vec<_> = self
+            .home
+            .jlist()
+            .as_array()
+            .expect("jlist array")
+            .iter()
+            .filter(|p| p["pm2_env"]["namespace"] != "mine")
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap_or_default().to_string(),
+                    p["pm2_env"]["namespace"].as_str().unwrap_or_default().to_string(),
+                    p["pid"].clone(),
+                    p["pm2_env"]["restart_time"].clone(),
+                    p["pm2_env"]["status"].clone(),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+
+    #[track_caller]
+    fn assert_bystanders_untouched(&self) {
+        assert_eq!(self.bystanders(), self.foreign, "a process outside the owned namespace changed");
+    }
+
+    /// (status, restarts, args) of our app `name`, from `pm2 jlist`.
+    fn ours(&self, name: &str) -> Vec<(String, u64, Value)> {
+        self.home
+            .jlist()
+            .as_array()
+            .expect("jlist array")
+            .iter()
+            .filter(|p| p["pm2_env"]["namespace"] == "mine" && p["name"] == name)
+            .map(|p| {
+                (
+                    p["pm2_env"]["status"].as_str().unwrap_or_default().to_string(),
+                    p["pm2_env"]["restart_time"].as_u64().unwrap_or(0),
+                    p["pm2_env"]["args"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn watch(&self, args: &[&str]) -> Watch {
+        let mut cmd = self.home.reconcile();
+        cmd.args(["--format", "json", "watch"]).args(args);
+        Watch::spawn(cmd)
+    }
+}
+
+/// A running `reconcile watch` and the JSON lines it has written.
+struct Watch {
+    child: Spawned,
+    rx: Receiver<Value>,
+    lines: Vec<Value>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Watch {
+    fn spawn(mut cmd: std::process::Command) -> Self {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn reconcile watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut err_pipe = child.stderr.take().expect("stderr");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line).unwrap_or_else(|_| json!({"kind": "NOT JSON", "line": line}));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+        Self { child: Spawned(child), rx, lines: Vec::new(), stderr }
+    }
+
+    fn drain(&mut self, wait: Duration) -> bool {
+        match self.rx.recv_timeout(wait) {
+            Ok(v) => {
+                self.lines.push(v);
+                while let Ok(v) = self.rx.try_recv() {
+                    self.lines.push(v);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// How many lines were read so far (a mark for [`Watch::wait_after`]).
+    fn mark(&mut self) -> usize {
+        self.drain(Duration::from_millis(1));
+        self.lines.len()
+    }
+
+    /// The first line (from `from` on) matching `pred`, within `limit`.
+    #[track_caller]
+    fn wait_after(&mut self, from: usize, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            if let Some(found) = self.lines.iter().skip(from).find(|l| pred(l)) {
+                return found.clone();
+            }
+            let left = limit.saturating_sub(start.elapsed());
+            if left.is_zero() || (!self.drain(left) && start.elapsed() >= limit) {
+                if let Some(found) = self.lines.iter().skip(from).find(|l| pred(l)) {
+                    return found.clone();
+                }
+                panic!("no {what} within {limit:?}; lines:\n{}\nstderr:\n{}", self.dump(), self.stderr());
+            }
+        }
+    }
+
+    #[track_caller]
+    fn wait(&mut self, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_after(0, what, limit, pred)
+    }
+
+    fn count(&mut self, pred: impl Fn(&Value) -> bool) -> usize {
+        self.drain(Duration::from_millis(1));
+        self.lines.iter().filter(|l| pred(l)).count()
+    }
+
+    fn dump(&self) -> String {
+        self.lines.iter().map(Value::to_string).collect::<Vec<_>>().join("\n")
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Sends `signal` and waits (at most `limit`) for the exit.
+    fn stop(&mut self, signal: i32, limit: Duration) -> (ExitStatus, Duration) {
+        let pid = i32::try_from(self.child.0.id()).expect("pid");
+        let start = Instant::now();
+        crate::support::kill(pid, signal);
+        loop {
+            if let Some(status) = self.child.0.try_wait().expect("wait") {
+                return (status, start.elapsed());
+            }
+            assert!(start.elapsed() < limit, "the watcher did not exit within {limit:?} of the signal");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn is(kind: &'static str) -> impl Fn(&Value) -> bool {
+    move |l| l["kind"] == kind
+}
+
+fn drift(app: &'static str, reason: &'static str) -> impl Fn(&Value) -> bool {
+    move |l| l["kind"] == "drift" && l["app"] == app && l["reason"] == reason
+}
+
+fn cleared(app: &'static str, reason: &'static str) -> impl Fn(&Value) -> bool {
+    move |l| l["kind"] == "drift_cleared" && l["app"] == app && l["reason"] == reason
+}
+
+const T: Duration = Duration::from_secs(20);
+
+#[test]
+fn an_owned_app_stopped_by_hand_is_reported_within_two_seconds_once_and_cleared_when_it_runs() {
+    let w = World::new(&[sleep_app("web", json!({})), sleep_app("api", json!({}))]);
+    let mut watch = w.watch(&[]);
+    let plan = watch.wait("the start plan", T, is("plan"));
+    assert_eq!(plan["trigger"], "start");
+    assert_eq!(plan["changes"], json!([]), "{plan}");
+    assert_eq!(watch.count(is("drift")), 0, "no drift at start:\n{}", watch.dump());
+
+    let mark = watch.mark();
+    w.home.pm2_ok(&["stop", "web", "--namespace", "mine"]);
+    let line = watch.wait_after(mark, "a stopped drift", Duration::from_secs(2), drift("web", "stopped"));
+    assert_eq!(line["namespace"], "mine");
+    assert!(line["pm_ids"].as_array().is_some_and(|ids| ids.len() == 1), "{line}");
+    assert!(line["at_ms"].is_i64(), "{line}");
+    // Not every tick: once, however many reads follow.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(watch.count(drift("web", "stopped")), 1, "{}", watch.dump());
+
+    w.home.pm2_ok(&["restart", "web", "--namespace", "mine"]);
+    let gone = watch.wait("the drift to clear", T, cleared("web", "stopped"));
+    assert!(gone["lasted_ms"].as_u64().is_some_and(|ms| ms > 0), "{gone}");
+    assert_eq!(watch.count(drift("api", "stopped")), 0, "api was not stopped");
+    assert_eq!(w.ours("web")[0].0, "online", "watch without --heal changes nothing by itself");
+    w.assert_bystanders_untouched();
+}
+
+#[test]
+fn an_app_restarted_by_hand_with_other_env_shows_attribute_drift() {
+    let w = World::new(&[sleep_app("web", json!({"env": {"MODE": "blue"}})), sleep_app("api", json!({}))]);
+    let mut watch = w.watch(&[]);
+    watch.wait("the start plan", T, is("plan"));
+    let mut restart = w.home.pm2_command(&["restart", "web", "--namespace", "mine", "--update-env"]);
+    restart.env("MODE", "green");
+    let out = crate::support::run_with_timeout(&mut restart, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = watch.wait("attribute drift", T, drift("web", "attributes"));
+    let attrs = line["attributes"].as_array().expect("attributes");
+    let mode = attrs.iter().find(|a| a["path"] == "env.MODE").unwrap_or_else(|| panic!("env.MODE in {line}"));
+    assert_eq!((&mode["before"], &mode["after"]), (&json!("green"), &json!("blue")));
+    assert!(line["detail"].as_str().is_some_and(|d| d.contains("env.MODE")), "{line}");
+    assert_eq!(watch.count(|l| l["kind"] == "drift" && l["app"] == "api"), 0, "{}", watch.dump());
+    w.assert_bystanders_untouched();
+}
+
+#[test]
+fn a_crash_looping_app_is_reported_as_a_crash_loop() {
+    let w = World::new(&[sleep_app("web", json!({}))]);
+    let script = w.project.join("crash.js");
+    std::fs::write(&script, "setTimeout(() => process.exit(1), 150);\n").expect("crash.js");
+    let mut watch = w.watch(&[]);
+    watch.wait("the start plan", T, is("plan"));
+    // Started by hand in an owned namespace: PM2 restarts it again and again.
+    w.home.pm2_ok(&[
+        "start", script.to_str().expect("utf-8"), "--name", "loopy", "--namespace", "mine",
+        "--max-restarts", "50", "--restart-delay", "100",
+    ]);
+    let line = watch.wait("a crash loop", T, drift("loopy", "crash_loop"));
+    assert!(line["detail"].as_str().is_some_and(|d| d.contains("within 60 s (more than 3)")), "{line}");
+    watch.wait("the unmanaged drift", T, drift("loopy", "unmanaged"));
+    assert_eq!(watch.count(drift("loopy", "crash_loop")), 1, "told once:\n{}", watch.dump());
+    w.home.pm2_ok(&["delete", "loopy", "--namespace", "mine"]);
+    watch.wait("the crash loop to clear", T, cleared("loopy", "crash_loop"));
+    w.assert_bystanders_untouched();
+}
+
+#[test]
+fn editing_the_ecosystem_file_gives_a_new_plan_and_lint_errors_stop_planning_until_fixed() {
+    let w = World::new(&[sleep_app("web", json!({}))]);
+    let mut watch = w.watch(&[]);
+    watch.wait("the start plan", T, is("plan"));
+
+    let mark = watch.mark();
+    w.write(&[sleep_app("web", json!({"args": "3601"})), sleep_app("api", json!({}))]);
+    let plan = watch.wait_after(mark, "a plan after the edit", T, |l| l["kind"] == "plan" && l["trigger"] == "files");
+    let changes: Vec<(&str, &str)> =
+        plan["changes"].as_array().expect("changes").iter().map(|c| (c["name"].as_str().unwrap_or(""), c["action"].as_str().unwrap_or(""))).collect();
+    assert_eq!(changes, [("api", "create"), ("web", "update")], "{plan}");
+    assert_eq!(plan["summary"]["create"], 1);
+    watch.wait_after(mark, "api missing", T, drift("api", "missing"));
+    let web = watch.wait_after(mark, "web attributes", T, drift("web", "attributes"));
+    assert_eq!(web["attributes"][0]["path"], "args");
+
+    // A schema error: reported as lint, no plan until it is fixed.
+    let mark = watch.mark();
+    w.write(&[sleep_app("web", json!({"instances": "many"}))]);
+    let lint = watch.wait_after(mark, "lint errors", T, |l| l["kind"] == "lint" && l["errors"].as_u64() > Some(0));
+    let diag = &lint["diagnostics"][0];
+    assert!(diag["file"].as_str().is_some_and(|f| f.ends_with("ecosystem.json")) && diag["line"].as_u64() > Some(0), "{lint}");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(watch.count(|l| l["kind"] == "plan") , 2, "no plan while lint errors stand:\n{}", watch.dump());
+    w.write(&[sleep_app("web", json!({}))]);
+    let fixed = watch.wait_after(mark, "a plan after the fix", T, |l| l["kind"] == "plan" && l["trigger"] == "files");
+    assert_eq!(fixed["changes"], json!([]), "{fixed}");
+    watch.wait_after(mark, "the lint all-clear", T, |l| l["kind"] == "lint" && l["errors"] == 0);
+    watch.wait_after(mark, "api no longer missing", T, cleared("api", "missing"));
+    watch.wait_after(mark, "web attributes cleared", T, cleared("web", "attributes"));
+    assert_eq!(w.ours("web")[0].2, json!(["3600"]), "watch without --heal changed nothing");
+    w.assert_bystanders_untouched();
+}
+
+#[test]
+fn heal_brings_a_stopped_app_back_and_gives_up_on_one_that_keeps_crashing() {
+    let w = World::new(&[sleep_app("web", json!({})), sleep_app("api", json!({}))]);
+    let mut watch = w.watch(&["--heal", "--heal-max-attempts", "2", "--heal-backoff", "1"]);
+    watch.wait("the start plan", T, is("plan"));
+    let mark = watch.mark();
+    w.home.pm2_ok(&["stop", "web", "--namespace", "mine"]);
+    watch.wait_after(mark, "the stopped drift", T, drift("web", "stopped"));
+    let healed = watch.wait_after(mark, "a heal", T, is("healed"));
+    assert_eq!((healed["apps"].clone(), healed["outcome"].clone()), (json!(["web"]), json!("success")), "{healed}");
+    watch.wait_after(mark, "the drift to clear", T, cleared("web", "stopped"));
+    assert_eq!(w.ours("web")[0].0, "online");
+    assert_eq!(w.ours("api")[0].1, 0, "api was not touched");
+    let journal = std::fs::read_to_string(w.project.join(".reconcile/journal.jsonl")).expect("the heal is journaled");
+    assert!(journal.lines().any(|l| l.contains("\"event\":\"action\"") && l.contains("\"app\":\"web\"")), "{journal}");
+
+    // An app that cannot stay up: healed, fails the health gate, backs off, given up.
+    let script = w.project.join("crash.js");
+    std::fs::write(&script, "console.error('boom'); process.exit(3);\n").expect("crash.js");
+    let crashy = json!({"name": "crashy", "namespace": "mine", "script": script, "exec_mode": "fork",
+        "min_uptime": 1000, "max_restarts": 2, "restart_delay": 0, "kill_timeout": 500,
+        "out_file": "/dev/null", "error_file": w.project.join("crashy.err"), "log_date_format": "YYYY-MM-DD HH:mm:ss"});
+    let mark = watch.mark();
+    w.write(&[sleep_app("web", json!({})), sleep_app("api", json!({})), crashy]);
+    let failed = watch.wait_after(mark, "a failed heal", Duration::from_secs(40), |l| l["kind"] == "heal_failed" && l["apps"] == json!(["crashy"]));
+    assert_eq!(failed["outcome"], "failed", "{failed}");
+    assert!(failed["reason"].as_str().is_some_and(|r| r.contains("crashy") && r.contains("boom")), "{failed}");
+    let given_up = watch.wait_after(mark, "the give-up", Duration::from_secs(60), |l| l["kind"] == "heal_given_up" && l["app"] == "crashy");
+    assert!(given_up["reason"].as_str().is_some_and(|r| r.contains("2 heals in a row failed")), "{given_up}");
+    let attempts = |watch: &mut Watch| watch.count(|l| l["kind"] == "healing" && l["apps"].as_array().is_some_and(|a| a.iter().any(|x| x == "crashy")));
+    let tried = attempts(&mut watch);
+    assert_eq!(tried, 2, "{}", watch.dump());
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(attempts(&mut watch), tried, "never retried after giving up:\n{}", watch.dump());
+    assert_eq!(watch.count(|l| l["kind"] == "heal_given_up"), 1, "reported once");
+    let crashy_now = w.ours("crashy");
+    assert!(crashy_now.iter().all(|p| p.0 == "stopped"), "left stopped, not looping: {crashy_now:?}");
+    assert_eq!(w.ours("web")[0].0, "online");
+    w.assert_bystanders_untouched();
+}
+
+/// GET `path` from the metrics endpoint: (status line, body).
+fn http_get(addr: &str, request: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    stream.write_all(request.as_bytes()).expect("request");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+}
+
+#[test]
+fn the_metrics_endpoint_answers_with_the_expected_series_on_loopback_only() {
+    let w = World::new(&[sleep_app("web", json!({})), sleep_app("api", json!({}))]);
+    let refused = run(w.home.reconcile().args(["watch", "--metrics", "0.0.0.0:9464"]));
+    assert_eq!(refused.0, 1);
+    assert!(refused.2.contains("0.0.0.0 is not a loopback address"), "{}", refused.2);
+
+    let mut watch = w.watch(&["--metrics", "127.0.0.1:0"]);
+    let started = watch.wait("started", T, is("started"));
+    let addr = started["metrics"].as_str().expect("the bound address").to_string();
+    assert!(addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"), "{addr}");
+    watch.wait("the start plan", T, is("plan"));
+    w.home.pm2_ok(&["stop", "web", "--namespace", "mine"]);
+    watch.wait("the stopped drift", T, drift("web", "stopped"));
+
+    let (status, body) = http_get(&addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(status.contains("200"), "{status}");
+    for series in [
+        "reconcile_drift{kind=\"stopped\"} 1",
+        "reconcile_drift{kind=\"attributes\"} 0",
+        "reconcile_restarts{app=\"web\",namespace=\"mine\"} 0",
+        "reconcile_restarts{app=\"api\",namespace=\"mine\"} 0",
+        "# TYPE reconcile_last_successful_plan_timestamp_seconds gauge",
+        "# TYPE reconcile_apply counter",
+        "reconcile_daemon_up 1",
+    ] {
+        assert!(body.contains(series), "{series} missing:\n{body}");
+    }
+    assert!(!body.contains("stock-alert"), "foreign apps are not ours to report");
+    let stamp: i64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("reconcile_last_successful_plan_timestamp_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a plan timestamp");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
+    assert!((now - stamp).abs() < 120, "{stamp} vs {now}");
+
+    // Garbage gets an error status, and the endpoint keeps answering.
+    assert!(http_get(&addr, "\u{1}\u{2}garbage\r\n\r\n").0.contains("400"));
+    assert!(http_get(&addr, "GET /nope HTTP/1.1\r\n\r\n").0.contains("404"));
+    assert!(http_get(&addr, "DELETE /metrics HTTP/1.1\r\n\r\n").0.contains("405"));
+    drop(TcpStream::connect(&addr).expect("connect and hang up"));
+    assert!(http_get(&addr, "GET /metrics HTTP/1.0\r\n\r\n").0.contains("200"));
+    w.assert_bystanders_untouched();
+}
+
+#[test]
+fn sigterm_and_sigint_stop_it_within_a_second_with_exit_0() {
+    let w = World::new(&[sleep_app("web", json!({}))]);
+    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let mut watch = w.watch(&["--heal", "--metrics", "127.0.0.1:0"]);
+        watch.wait("the start plan", T, is("plan"));
+        let (status, took) = watch.stop(signal, Duration::from_secs(5));
+        assert_eq!(status.code(), Some(0), "{name}: {status:?}\n{}", watch.stderr());
+        assert!(took < Duration::from_secs(1), "{name}: took {took:?}");
+        let last = watch.wait("the stopping line", Duration::from_secs(2), is("stopping"));
+        assert_eq!(last["signal"], name);
+        assert!(!watch.stderr().contains("panicked"), "{}", watch.stderr());
+    }
+    assert_eq!(w.ours("web")[0].0, "online");
+    w.assert_bystanders_untouched();
+}
+
+#[test]
+fn the_daemon_going_away_is_reported_and_retried_not_a_crash() {
+    let w = World::new(&[sleep_app("web", json!({}))]);
+    let mut watch = w.watch(&[]);
+    watch.wait("the start plan", T, is("plan"));
+    w.home.kill_daemon_hard();
+    let down = watch.wait("daemon_down", T, is("daemon_down"));
+    assert!(down["retry_in_ms"].as_u64().is_some_and(|ms| ms >= 1000), "{down}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(watch.child.0.try_wait().expect("wait").is_none(), "the watcher is still running");
+    assert_eq!(watch.count(is("daemon_down")), 1, "reported once:\n{}", watch.dump());
+    // A new daemon in the same home (its apps are gone): seen again, with backoff.
+    w.home.pm2_ok(&["ping"]);
+    watch.wait("daemon_back", Duration::from_secs(40), is("daemon_back"));
+    watch.wait("web missing now", T, drift("web", "missing"));
+}
+
+// ---- pull mode ----
+
+/// Commits `files` (flat) on `branch` of a bare repository; returns the commit id.
+fn commit_files(repo: &git2::Repository, branch: &str, files: &[(&str, String)], message: &str) -> String {
+    let mut tree = repo.treebuilder(None).expect("treebuilder");
+    for (name, text) in files {
+        let blob = repo.blob(text.as_bytes()).expect("blob");
+        tree.insert(name, blob, 0o100_644).expect("insert");
+    }
+    let tree = repo.find_tree(tree.write().expect("write tree")).expect("tree");
+    let reference = format!("refs/heads/{branch}");
+    let parent = repo.find_reference(&reference).ok().and_then(|r| r.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    let sig = git2::Signature::now("deployer", "deploy@example.com").expect("signature");
+    repo.commit(Some(&reference), &sig, &sig, message, &tree, &parents).expect("commit").to_string()
+}
+
+#[test]
+fn pull_mode_applies_a_commit_that_changes_an_app() {
+    let w = World::new(&[]);
+    let bare_dir = w.home.path().join("deploy.git");
+    let bare = git2::Repository::init_bare(&bare_dir).expect("bare repository");
+    let files = |args: &str| {
+        let eco = serde_json::to_string_pretty(&json!({"apps": [sleep_app("web", json!({"args": args}))]})).expect("json");
+        vec![("reconcile.toml", project_toml(w.home.path())), ("ecosystem.json", eco)]
+    };
+    let first = commit_files(&bare, "deploy", &files("3600"), "web");
+    let agent = w.home.path().join("agent");
+    std::fs::create_dir_all(&agent).expect("agent dir");
+    let remote = format!("file://{}", bare_dir.display());
+
+    let mut cmd = crate::support::reconcile(&agent);
+    cmd.env("PM2_HOME", w.home.path());
+    cmd.args(["--format", "json", "watch", "--git-remote", &remote, "--branch", "deploy", "--git-interval", "1"]);
+    let mut watch = Watch::spawn(cmd);
+    let started = watch.wait("started", T, is("started"));
+    assert_eq!(started["git"]["branch"], "deploy");
+    let plan = watch.wait("the first plan", T, is("plan"));
+    assert_eq!((plan["trigger"].as_str(), plan["git_commit"].as_str()), (Some("git"), Some(first.as_str())), "{plan}");
+    watch.wait("web created", Duration::from_secs(30), |l| l["kind"] == "healed" && l["apps"] == json!(["web"]));
+    assert_eq!(w.ours("web"), vec![("online".to_string(), 0, json!(["3600"]))]);
+
+    let mark = watch.mark();
+    let second = commit_files(&bare, "deploy", &files("3601"), "web: longer sleep");
+    let moved = watch.wait_after(mark, "the new commit", T, is("git"));
+    assert_eq!((moved["commit"].as_str(), moved["previous"].as_str()), (Some(second.as_str()), Some(first.as_str())));
+    let plan = watch.wait_after(mark, "its plan", T, is("plan"));
+    assert_eq!(plan["changes"][0]["action"], "update", "{plan}");
+    watch.wait_after(mark, "the commit applied", Duration::from_secs(30), |l| l["kind"] == "healed" && l["apps"] == json!(["web"]));
+    let web = w.ours("web");
+    assert_eq!((web.len(), web[0].0.as_str(), &web[0].2), (1, "online", &json!(["3601"])), "{web:?}");
+    assert_eq!(std::fs::read_to_string(agent.join(".reconcile/checkout/ecosystem.json")).ok().map(|t| t.contains("3601")), Some(true));
+    let journal = std::fs::read_to_string(agent.join(".reconcile/journal.jsonl")).expect("journal beside the agent");
+    assert!(journal.contains(&second), "the journal names the commit");
+    w.assert_bystanders_untouched();
+}
+
+#[test]
+fn pull_mode_refuses_a_network_remote_it_cannot_fetch() {
+    let w = World::new(&[]);
+    let agent = w.home.path().join("agent");
+    std::fs::create_dir_all(&agent).expect("agent dir");
+    let mut cmd = crate::support::reconcile(&agent);
+    cmd.env("PM2_HOME", w.home.path()).args(["watch", "--git-remote", "https://example.com/deploy.git", "--branch", "main"]);
+    let out = run(&mut cmd);
+    assert_eq!(out.0, 1, "{}", out.2);
+    assert!(out.2.contains("file:// URL") && out.2.contains("https"), "{}", out.2);
+    assert!(out.3 < Duration::from_secs(5));
+    w.assert_bystanders_untouched();
+}
+
+#[test]
+fn a_heal_waits_while_another_apply_holds_the_lock_and_runs_at_a_later_read() {
+    let w = World::new(&[sleep_app("web", json!({})), sleep_app("api", json!({}))]);
+    let holder = reconcile::apply::Holder {
+        pid: std::process::id(),
+        user: "ops".into(),
+        host: "here".into(),
+        since_ms: 0,
+        command: "reconcile apply (the test)".into(),
+    };
+    let lock = reconcile::apply::ApplyLock::acquire(w.home.path(), &holder).expect("the test takes the lock");
+    let mut watch = w.watch(&["--heal", "--interval", "2"]);
+    watch.wait("the start plan", T, is("plan"));
+    w.home.pm2_ok(&["stop", "web", "--namespace", "mine"]);
+    let deferred = watch.wait("a deferred heal", T, is("heal_deferred"));
+    assert_eq!(deferred["apps"], json!(["web"]));
+    assert!(deferred["reason"].as_str().is_some_and(|r| r.contains("reconcile apply (the test)")), "{deferred}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(watch.count(is("heal_deferred")), 1, "told once while it waits:\n{}", watch.dump());
+    assert_eq!(watch.count(is("healing")), 0, "no heal while the lock is held");
+    assert_eq!(w.ours("web")[0].0, "stopped");
+    drop(lock);
+    watch.wait("the heal at a later read", T, |l| l["kind"] == "healed" && l["apps"] == json!(["web"]));
+    assert_eq!(w.ours("web")[0].0, "online");
+    w.assert_bystanders_untouched();
+}
