@@ -143,11 +143,10 @@ impl Fetched {
         self.parse_with(model::Detail::Full)
     }
 
-    /// [`Fetched::parse`], reading as much of each process as `detail` says (a
-    /// snapshot is always read in full).
+    /// [`Fetched::parse`], reading as much of each process as `detail` says.
     pub fn parse_with(self, detail: model::Detail) -> Result<LiveState, LiveError> {
         match self.inner {
-            FetchedInner::Snapshot(path) => snapshot::read(&path),
+            FetchedInner::Snapshot(path) => snapshot::read_with(&path, detail),
             FetchedInner::Daemon(fetched) => {
                 let (home, conn, replies) = *fetched;
                 Pm2Client::from_list_replies(conn, &home, replies, detail).map(|(_, state)| state)

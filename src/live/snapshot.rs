@@ -3,11 +3,9 @@
 
 use std::path::Path;
 
-use serde_json::Value;
-
 use super::client::now_ms;
 use super::error::LiveError;
-use super::model::{LiveOrigin, LiveState, normalize_owned};
+use super::model::{Detail, ListError, LiveOrigin, LiveProcess, LiveState, normalize_text};
 
 /// Largest snapshot read (a 1,000-app list is about 5 MB).
 pub const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
@@ -15,6 +13,12 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
 /// Reads a `pm2 jlist` file. Text before the JSON array (a warning the CLI printed
 /// on stdout) is skipped.
 pub fn read(path: &Path) -> Result<LiveState, LiveError> {
+    read_with(path, Detail::Full)
+}
+
+/// [`read`], reading as much of each process as `detail` says, with the same typed
+/// reader as the daemon's reply (`model::normalize_text`).
+pub fn read_with(path: &Path, detail: Detail) -> Result<LiveState, LiveError> {
     let read_err = |source| LiveError::SnapshotRead { path: path.to_path_buf(), source };
     let parse_err = |message: String| LiveError::SnapshotParse { path: path.to_path_buf(), message };
     let len = std::fs::metadata(path).map_err(read_err)?.len();
@@ -22,8 +26,7 @@ pub fn read(path: &Path) -> Result<LiveState, LiveError> {
         return Err(parse_err(format!("it is {len} bytes; the limit is {MAX_SNAPSHOT_BYTES}")));
     }
     let text = std::fs::read_to_string(path).map_err(read_err)?;
-    let list = parse_list(&text).map_err(parse_err)?;
-    let processes = normalize_owned(list, None).map_err(|e| parse_err(e.to_string()))?;
+    let processes = parse_list(&text, detail).map_err(parse_err)?;
     Ok(LiveState {
         origin: LiveOrigin::Snapshot { path: path.to_path_buf() },
         daemon: None,
@@ -32,19 +35,25 @@ pub fn read(path: &Path) -> Result<LiveState, LiveError> {
     })
 }
 
-/// The JSON array, from the whole text or from the first line that starts one.
-fn parse_list(text: &str) -> Result<Value, String> {
-    let first = serde_json::from_str::<Value>(text);
-    let Err(first_err) = first else { return first.map_err(|e| e.to_string()) };
+/// The processes of the JSON array: the whole text, or from the first line that
+/// starts one (when the text is not JSON).
+fn parse_list(text: &str, detail: Detail) -> Result<Vec<LiveProcess>, String> {
+    let first_err = match normalize_text(text, detail, None) {
+        Ok(processes) => return Ok(processes),
+        Err(ListError::Json(err)) => err.to_string(),
+        Err(other) => return Err(other.to_string()),
+    };
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
-        if offset > 0 && line.trim_start().starts_with('[')
-            && let Ok(v) = serde_json::from_str::<Value>(&text[offset..]) {
-                return Ok(v);
-            }
+        if offset > 0
+            && line.trim_start().starts_with('[')
+            && let Ok(processes) = normalize_text(&text[offset..], detail, None)
+        {
+            return Ok(processes);
+        }
         offset += line.len();
     }
-    Err(first_err.to_string())
+    Err(first_err)
 }
 
 #[cfg(test)]
@@ -62,6 +71,8 @@ mod tests {
         let f = write("[PM2] In-memory PM2 is out-of-date\n[{\"pm_id\":0,\"name\":\"a\",\"pm2_env\":{\"status\":\"online\"}}]");
         let state = read(f.path()).unwrap();
         assert_eq!(state.processes.len(), 1);
+        let summary = read_with(f.path(), Detail::Summary).unwrap();
+        assert_eq!(summary.processes[0].name, "a");
     }
 
     #[test]
