@@ -329,7 +329,8 @@ pub fn normalize_owned(list: Value, daemon_env: Option<&Map<String, Value>>) -> 
 /// `pm2_env.env` and copied to the top of `pm2_env`). Parsing it into `Value`
 /// (an insertion-ordered hash map per object) and then picking it apart took 3-5 ms
 /// of the ~15 ms `reconcile status` run, as long as the daemon's own work; reading
-/// into these types takes about a third of that (measured in-process: 3.7 ms to 1.7 ms warm for 100 apps; `cargo bench --bench compare` times the commands).
+/// into these types takes less than half (measured in-process: 3.7 ms to 1.7 ms
+/// warm for 100 apps; `cargo bench --bench compare` times the commands).
 ///
 /// The readers are lenient where the normalizer was: an entry that is not an object,
 /// or a `pm2_env` that is not one, is kept as "missing" so that [`normalize_raw`]
