@@ -73,25 +73,7 @@ impl World {
     }
 
     fn bystanders(&self) -> Vec<(String, String, Value, Value, Value)> {
-        let mut out: Vec<_> = self
-            .home
-            .jlist()
-            .as_array()
-            .expect("jlist array")
-            .iter()
-            .filter(|p| p["pm2_env"]["namespace"] != "mine")
-            .map(|p| {
-                (
-                    p["name"].as_str().unwrap_or_default().to_string(),
-                    p["pm2_env"]["namespace"].as_str().unwrap_or_default().to_string(),
-                    p["pid"].clone(),
-                    p["pm2_env"]["restart_time"].clone(),
-                    p["pm2_env"]["status"].clone(),
-                )
-            })
-            .collect();
-        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        out
+        self.home.bystanders("mine")
     }
 
     #[track_caller]

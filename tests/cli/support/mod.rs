@@ -201,6 +201,30 @@ impl Pm2Home {
         reconcile::live::Pm2Home::at(self.path())
     }
 
+    /// (name, namespace, pid, restarts, status) of every process outside `owned`,
+    /// read with `pm2 jlist` (not with reconcile's own client), sorted: what a
+    /// test compares before and after to prove a bystander was not touched.
+    pub fn bystanders(&self, owned: &str) -> Vec<(String, String, Value, Value, Value)> {
+        let mut out: Vec<_> = self
+            .jlist()
+            .as_array()
+            .expect("jlist array")
+            .iter()
+            .filter(|p| p["pm2_env"]["namespace"] != owned)
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap_or_default().to_string(),
+                    p["pm2_env"]["namespace"].as_str().unwrap_or_default().to_string(),
+                    p["pid"].clone(),
+                    p["pm2_env"]["restart_time"].clone(),
+                    p["pm2_env"]["status"].clone(),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+
     /// Waits until `cond` holds (10 s at most).
     pub fn wait_for(&self, mut cond: impl FnMut() -> bool, what: &str) {
         let start = Instant::now();
