@@ -12,24 +12,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Pm2Home, Spawned, run};
+use crate::support::{Pm2Home, Spawned, run, sleep_app};
 
 /// A private daemon with the foreign processes, and a project owning `mine`.
 struct World {
     home: Pm2Home,
     project: PathBuf,
     foreign: Vec<(String, String, Value, Value, Value)>,
-}
-
-/// A fork `sleep 3600` app in `mine`, policy-clean, with a short min_uptime.
-fn sleep_app(name: &str, extra: Value) -> Value {
-    let mut app = json!({"name": name, "namespace": "mine", "script": "/bin/sleep", "args": "3600",
-        "interpreter": "none", "exec_mode": "fork", "min_uptime": 500, "max_restarts": 3,
-        "restart_delay": 0, "kill_timeout": 500, "autorestart": true});
-    for (k, v) in extra.as_object().expect("extra is an object") {
-        app[k] = v.clone();
-    }
-    app
 }
 
 impl World {

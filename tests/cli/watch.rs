@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Pm2Home, Spawned, run};
+use crate::support::{Pm2Home, Spawned, run, sleep_app};
 
 /// A private daemon with foreign processes, and a project owning `mine` with `web`
 /// and `worker` applied.
@@ -22,17 +22,6 @@ struct World {
     home: Pm2Home,
     project: PathBuf,
     foreign: Vec<(String, String, Value, Value, Value)>,
-}
-
-fn sleep_app(name: &str, extra: Value) -> Value {
-    let mut app = json!({"name": name, "namespace": "mine", "script": "/bin/sleep", "args": "3600",
-        "interpreter": "none", "exec_mode": "fork", "min_uptime": 500, "max_restarts": 3,
-        "restart_delay": 0, "kill_timeout": 500, "autorestart": true,
-        "out_file": "/dev/null", "error_file": "/dev/null", "log_date_format": "YYYY-MM-DD HH:mm:ss"});
-    for (k, v) in extra.as_object().expect("extra is an object") {
-        app[k] = v.clone();
-    }
-    app
 }
 
 /// The reconcile.toml of the tests: owns `mine`, short thresholds.

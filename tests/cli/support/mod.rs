@@ -358,3 +358,17 @@ pub fn run(cmd: &mut Command) -> (i32, String, String, Duration) {
         start.elapsed(),
     )
 }
+
+/// A fork `sleep 3600` app in namespace `mine`, clean under the built-in policies
+/// (with `min-uptime` and `restart-delay` relaxed by the test's reconcile.toml), with a
+/// short min_uptime; `extra` keys are set on top.
+pub fn sleep_app(name: &str, extra: Value) -> Value {
+    let mut app = serde_json::json!({"name": name, "namespace": "mine", "script": "/bin/sleep", "args": "3600",
+        "interpreter": "none", "exec_mode": "fork", "min_uptime": 500, "max_restarts": 3,
+        "restart_delay": 0, "kill_timeout": 500, "autorestart": true,
+        "out_file": "/dev/null", "error_file": "/dev/null", "log_date_format": "YYYY-MM-DD HH:mm:ss"});
+    for (k, v) in extra.as_object().expect("extra is an object") {
+        app[k] = v.clone();
+    }
+    app
+}
