@@ -828,7 +828,9 @@ fn normalize_one(index: usize, item: Option<RawEntry>, daemon_env: Option<&Daemo
         // copies are env, not options. Those read after `env` were dropped while reading.
         .filter(|(i, (k, v))| *i >= unchecked || env.get(k.as_str()) != Some(v))
         .map(|(_, kv)| kv)
-        .partition(|(k, v)| env.get(k.as_str()).is_none() && is_leftover_env(k, v));
+        // `is_leftover_env` first: it rejects PM2's own fields (most entries) without
+        // the bisection of env.
+        .partition(|(k, v)| is_leftover_env(k, v) && env.get(k.as_str()).is_none());
     let options = options.into_iter().collect();
     let env = if leftover_env.is_empty() {
         env
