@@ -51,7 +51,7 @@ pub fn foreign(name: &str, namespace: &str, pm_id: u64) -> LiveProcess {
         log_file: None,
         pid_file: None,
         env_set: BTreeMap::new(),
-        env_inherited: BTreeMap::new(),
+        env_inherited: crate::live::model::InheritedEnv::default(),
         spec_hash: None,
         monit: None,
         options: BTreeMap::new(),

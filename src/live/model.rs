@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::de::{Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
@@ -140,7 +141,7 @@ pub struct LiveProcess {
     /// removed from `env` that the process still has (see `is_leftover_env`).
     pub env_set: BTreeMap<String, Value>,
     /// Env inherited from the shell that started it or the daemon, or added by PM2.
-    pub env_inherited: BTreeMap<String, Value>,
+    pub env_inherited: InheritedEnv,
     /// The spec hash `apply` stamped, from `x_reconcile_hash` or `env.RECONCILE_SPEC_HASH`.
     pub spec_hash: Option<String>,
     pub monit: Option<Monit>,
@@ -315,7 +316,7 @@ pub fn normalize_owned(list: Value, daemon_env: Option<&Map<String, Value>>) -> 
     let Value::Array(items) = list else { return Err(ModelError::NotAList) };
     let entries = items
         .into_iter()
-        .map(|item| ObjectSeed::<RawEntry>::new(Detail::Full).deserialize(item).map(|e| e.0))
+        .map(|item| ObjectSeed::<RawEntry>::new(Ctx::plain(Detail::Full)).deserialize(item).map(|e| e.0))
         .collect::<Result<Vec<_>, _>>()
         // Every value is accepted by the lenient readers below; this cannot fail.
         .map_err(|_| ModelError::NotAList)?;
@@ -377,7 +378,7 @@ impl<'de> DeserializeSeed<'de> for ListSeed {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawList, A::Error> {
                 let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(16));
-                while let Some(IfObject(entry)) = seq.next_element_seed(ObjectSeed::<RawEntry>::new(self.0))? {
+                while let Some(IfObject(entry)) = seq.next_element_seed(ObjectSeed::<RawEntry>::new(Ctx::plain(self.0)))? {
                     items.push(entry);
                 }
                 Ok(RawList(Some(items)))
@@ -403,7 +404,7 @@ pub struct RawEntry {
 }
 
 impl<'de> FromObject<'de> for RawEntry {
-    fn from_map<A: MapAccess<'de>>(mut map: A, detail: Detail) -> Result<Self, A::Error> {
+    fn from_map<A: MapAccess<'de>>(mut map: A, ctx: Ctx<'_>) -> Result<Self, A::Error> {
         let mut entry = RawEntry::default();
         while let Some(key) = map.next_key::<KeyName<'de>>()? {
             match key.as_str() {
@@ -411,7 +412,7 @@ impl<'de> FromObject<'de> for RawEntry {
                 "name" => entry.name = Some(map.next_value()?),
                 "pid" => entry.pid = Some(map.next_value()?),
                 "monit" => entry.monit = Some(map.next_value()?),
-                "pm2_env" => entry.pm2_env = map.next_value_seed(ObjectSeed::<RawPm2Env>::new(detail))?.0,
+                "pm2_env" => entry.pm2_env = map.next_value_seed(ObjectSeed::<RawPm2Env>::new(ctx))?.0,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -432,8 +433,8 @@ pub struct RawPm2Env {
 }
 
 impl<'de> FromObject<'de> for RawPm2Env {
-    fn from_map<A: MapAccess<'de>>(mut map: A, detail: Detail) -> Result<Self, A::Error> {
-        let full = detail == Detail::Full;
+    fn from_map<A: MapAccess<'de>>(mut map: A, ctx: Ctx<'_>) -> Result<Self, A::Error> {
+        let full = ctx.detail == Detail::Full;
         let mut raw = RawPm2Env {
             lifted: [const { None }; LIFTED.len()],
             env: SortedEnv::default(),
@@ -444,7 +445,7 @@ impl<'de> FromObject<'de> for RawPm2Env {
             if !full && (key.as_str() == "env" || lifted_slot(key.as_str()).is_none()) {
                 map.next_value::<IgnoredAny>()?;
             } else if key.as_str() == "env" {
-                raw.env = map.next_value_seed(ObjectSeed::<SortedEnv>::new(detail))?.0.unwrap_or_default();
+                raw.env = map.next_value_seed(ObjectSeed::<SortedEnv>::new(ctx))?.0.unwrap_or_default();
                 raw.rest_before_env = raw.rest.len();
             } else if let Some(slot) = lifted_slot(key.as_str()) {
                 raw.lifted[slot] = Some(map.next_value()?);
@@ -502,29 +503,63 @@ fn lifted_slot(key: &str) -> Option<usize> {
     })
 }
 
-/// `pm2_env.env` in the order PM2 wrote it, with an index sorted by key (unique keys:
-/// the last one written wins). Cheaper to build than a tree; searched by bisection;
-/// turned into the `BTreeMap`s of [`LiveProcess`] by a bulk build.
+/// `pm2_env.env` as read: the entries PM2 wrote, less those equal to the daemon's own
+/// env (kept as indices into it, see [`InheritedEnv`]), with an index of the rest
+/// sorted by key (unique keys: the last one written wins). Cheaper to build than a
+/// tree; searched by bisection; turned into the maps of [`LiveProcess`] by a bulk build.
 #[derive(Debug, Default)]
 struct SortedEnv {
+    /// The entries not recorded in `from_daemon`.
     entries: Vec<(String, Value)>,
     sorted: Vec<usize>,
-    /// Where the next top-level copy is expected (see [`SortedEnv::copy_of`]).
+    /// The daemon's env, when the list was read with it.
+    daemon: Option<Arc<DaemonEnv>>,
+    /// The daemon's entries this env has, with the daemon's value.
+    from_daemon: DaemonSet,
+    /// Every key in the order PM2 wrote it, for [`SortedEnv::copy_of`].
+    order: Vec<EnvRef>,
+    /// Where in `order` the next top-level copy is expected.
     cursor: usize,
+}
+
+/// One key of an env, in [`SortedEnv::order`].
+#[derive(Debug, Clone, Copy)]
+enum EnvRef {
+    Own(usize),
+    Daemon(usize),
 }
 
 impl SortedEnv {
     fn from_entries(entries: Vec<(String, Value)>) -> Self {
+        let order = (0..entries.len()).map(EnvRef::Own).collect();
+        let mut env = SortedEnv { entries, order, ..SortedEnv::default() };
+        env.sort();
+        env
+    }
+
+    fn sort(&mut self) {
+        let entries = &self.entries;
         let mut sorted: Vec<usize> = (0..entries.len()).rev().collect();
         // Stable sort of the reversed positions, then dedup: the last duplicate survives.
         sorted.sort_by(|&a, &b| entries[a].0.cmp(&entries[b].0));
         sorted.dedup_by(|later, earlier| entries[*later].0 == entries[*earlier].0);
-        SortedEnv { entries, sorted, cursor: 0 }
+        self.sorted = sorted;
     }
 
+    /// This env's value of `key`.
     fn get(&self, key: &str) -> Option<&Value> {
-        let at = self.sorted.binary_search_by(|&i| self.entries[i].0.as_str().cmp(key)).ok()?;
-        Some(&self.entries[self.sorted[at]].1)
+        if let Ok(at) = self.sorted.binary_search_by(|&i| self.entries[i].0.as_str().cmp(key)) {
+            return Some(&self.entries[self.sorted[at]].1);
+        }
+        let daemon = self.daemon.as_ref().filter(|_| !self.from_daemon.is_empty())?;
+        daemon.find(key).filter(|&i| self.from_daemon.contains(i)).map(|i| &daemon.entries[i].1)
+    }
+
+    fn key_of(&self, at: EnvRef) -> Option<(&str, &Value)> {
+        match at {
+            EnvRef::Own(i) => self.entries.get(i).map(|(k, v)| (k.as_str(), v)),
+            EnvRef::Daemon(i) => self.daemon.as_ref()?.entries.get(i).map(|(k, v)| (k.as_str(), v)),
+        }
     }
 
     /// The env value a top-level `pm2_env` key copies, if it is one. PM2 copies env
@@ -532,42 +567,260 @@ impl SortedEnv {
     /// first (one compare instead of a bisection: this lookup ran for every key of
     /// every process and showed in profiles).
     fn copy_of(&mut self, key: &str) -> Option<&Value> {
-        match self.entries.get(self.cursor) {
-            Some((next, _)) if next == key && self.sorted.len() == self.entries.len() => {
+        let unique = self.sorted.len() == self.entries.len();
+        match self.order.get(self.cursor).copied().and_then(|at| self.key_of(at).map(|(k, _)| (at, k == key))) {
+            Some((at, true)) if unique => {
                 self.cursor += 1;
-                self.entries.get(self.cursor - 1).map(|(_, v)| v)
+                self.key_of(at).map(|(_, v)| v)
             }
             _ => self.get(key),
         }
     }
 
-    /// The entries in key order.
-    fn into_sorted(self) -> impl Iterator<Item = (String, Value)> {
+    /// This env with more entries (later, so they win over equal keys).
+    fn with(mut self, more: Vec<(String, Value)>) -> Self {
+        for (key, value) in more {
+            if let Some(i) = self.daemon.as_ref().and_then(|d| d.find(&key)) {
+                self.from_daemon.remove(i);
+            }
+            self.order.push(EnvRef::Own(self.entries.len()));
+            self.entries.push((key, value));
+        }
+        self.sort();
+        self
+    }
+
+    /// The entries not taken from the daemon, in key order.
+    fn into_sorted(self) -> (impl Iterator<Item = (String, Value)>, Option<Arc<DaemonEnv>>, DaemonSet) {
         let mut slots: Vec<Option<(String, Value)>> = self.entries.into_iter().map(Some).collect();
-        self.sorted.into_iter().filter_map(move |i| slots.get_mut(i).and_then(Option::take))
+        let own = self.sorted.into_iter().filter_map(move |i| slots.get_mut(i).and_then(Option::take));
+        (own, self.daemon, self.from_daemon)
     }
 }
 
 impl<'de> FromObject<'de> for SortedEnv {
-    fn from_map<A: MapAccess<'de>>(mut map: A, _: Detail) -> Result<Self, A::Error> {
-        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(48));
-        while let Some(key) = map.next_key::<String>()? {
-            entries.push((key, map.next_value()?));
+    fn from_map<A: MapAccess<'de>>(mut map: A, ctx: Ctx<'_>) -> Result<Self, A::Error> {
+        let mut env = SortedEnv { daemon: ctx.daemon.cloned(), ..SortedEnv::default() };
+        let capacity = map.size_hint().unwrap_or(48);
+        env.order.reserve(capacity);
+        let Some(daemon) = ctx.daemon else {
+            env.entries.reserve(capacity);
+            while let Some(key) = map.next_key::<String>()? {
+                env.order.push(EnvRef::Own(env.entries.len()));
+                env.entries.push((key, map.next_value()?));
+            }
+            env.sort();
+            return Ok(env);
+        };
+        env.from_daemon = DaemonSet::with_len(daemon.entries.len());
+        // Apps inherit the daemon's env in its own order: try the entry after the last
+        // one found before bisecting.
+        let mut next = 0;
+        let mut duplicates = false;
+        while let Some(key) = map.next_key::<KeyName<'de>>()? {
+            let found = daemon.locate(key.as_str(), &mut next);
+            let value = match found {
+                // Only an identical value is recorded as the daemon's; one that is the same
+                // only as the process sees it (`3000` for `"3000"`) is kept as written,
+                // and `split_sorted` decides.
+                Some(i) => map.next_value_seed(UnlessEqual(&daemon.entries[i].1))?,
+                None => Some(map.next_value()?),
+            };
+            match (found, value) {
+                (Some(i), None) => {
+                    duplicates |= env.from_daemon.contains(i) || env.entries.iter().any(|(k, _)| k == key.as_str());
+                    env.from_daemon.insert(i);
+                    env.order.push(EnvRef::Daemon(i));
+                }
+                (found, Some(value)) => {
+                    if let Some(i) = found {
+                        duplicates |= env.from_daemon.contains(i);
+                        env.from_daemon.remove(i);
+                    }
+                    env.order.push(EnvRef::Own(env.entries.len()));
+                    env.entries.push((key.into_string(), value));
+                }
+                (None, None) => {}
+            }
         }
-        Ok(SortedEnv::from_entries(entries))
+        if duplicates {
+            // A key written twice (JSON.stringify never does; a hand-made list may):
+            // the last one wins, as in a JSON object.
+            let mut last: BTreeMap<String, EnvRef> = BTreeMap::new();
+            for &at in &env.order {
+                if let Some((key, _)) = env.key_of(at) {
+                    last.insert(key.to_string(), at);
+                }
+            }
+            let mut entries = Vec::new();
+            let mut from_daemon = DaemonSet::with_len(daemon.entries.len());
+            for at in last.into_values() {
+                match at {
+                    EnvRef::Own(i) => entries.push(std::mem::take(&mut env.entries[i])),
+                    EnvRef::Daemon(i) => from_daemon.insert(i),
+                }
+            }
+            let mut rebuilt = SortedEnv::from_entries(entries);
+            rebuilt.daemon = env.daemon;
+            rebuilt.from_daemon = from_daemon;
+            // No order to follow any more: copies are looked up.
+            rebuilt.order.clear();
+            return Ok(rebuilt);
+        }
+        env.sort();
+        Ok(env)
     }
 }
 
-/// The daemon's env (`getReport().env`), sorted by key for bisection.
-struct DaemonEnv<'a>(Vec<(&'a str, &'a Value)>);
+/// The daemon's own env (`getReport().env`), shared by every process of one read.
+#[derive(Debug, PartialEq)]
+pub struct DaemonEnv {
+    /// In the daemon's order.
+    entries: Vec<(String, Value)>,
+    /// Positions in `entries`, by key.
+    sorted: Vec<usize>,
+}
 
-impl<'a> DaemonEnv<'a> {
-    fn new(env: &'a Map<String, Value>) -> Self {
-        let mut entries: Vec<_> = env.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        entries.sort_by(|a, b| a.0.cmp(b.0));
-        DaemonEnv(entries)
+impl DaemonEnv {
+    /// The daemon's env from `getReport().env`.
+    pub fn new(env: &Map<String, Value>) -> Self {
+        let entries: Vec<(String, Value)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut sorted: Vec<usize> = (0..entries.len()).collect();
+        sorted.sort_by(|&a, &b| entries[a].0.cmp(&entries[b].0));
+        DaemonEnv { entries, sorted }
     }
 
+    fn find(&self, key: &str) -> Option<usize> {
+        self.sorted.binary_search_by(|&i| self.entries[i].0.as_str().cmp(key)).ok().map(|at| self.sorted[at])
+    }
+
+    /// [`DaemonEnv::find`], trying `*next` first; `*next` becomes the position after it.
+    fn locate(&self, key: &str, next: &mut usize) -> Option<usize> {
+        let found = match self.entries.get(*next) {
+            Some((k, _)) if k == key => Some(*next),
+            _ => self.find(key),
+        }?;
+        *next = found + 1;
+        Some(found)
+    }
+
+    /// The entries in key order.
+    fn by_key(&self) -> impl Iterator<Item = (usize, &str, &Value)> {
+        self.sorted.iter().map(|&i| (i, self.entries[i].0.as_str(), &self.entries[i].1))
+    }
+}
+
+/// A set of positions in a [`DaemonEnv`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct DaemonSet(Vec<u64>);
+
+impl DaemonSet {
+    fn with_len(len: usize) -> Self {
+        DaemonSet(vec![0; len.div_ceil(64)])
+    }
+
+    fn insert(&mut self, i: usize) {
+        if let Some(word) = self.0.get_mut(i / 64) {
+            *word |= 1 << (i % 64);
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        if let Some(word) = self.0.get_mut(i / 64) {
+            *word &= !(1 << (i % 64));
+        }
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|word| word & (1 << (i % 64)) != 0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(|&word| word == 0)
+    }
+}
+
+/// Env a process inherited: the daemon's own entries it has with the daemon's value
+/// (shared with the daemon's env, not copied: they are most of every process's env,
+/// and copying them was the largest part of reading a list), and the keys PM2 adds.
+#[derive(Debug, Clone, Default)]
+pub struct InheritedEnv {
+    own: BTreeMap<String, Value>,
+    daemon: Option<Arc<DaemonEnv>>,
+    from_daemon: DaemonSet,
+}
+
+impl InheritedEnv {
+    /// The value of `key`, if inherited.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.own.get(key).or_else(|| {
+            let daemon = self.daemon.as_ref()?;
+            daemon.find(key).filter(|&i| self.from_daemon.contains(i)).map(|i| &daemon.entries[i].1)
+        })
+    }
+
+    /// Whether `key` is inherited.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Every entry, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        let mut own = self.own.iter().map(|(k, v)| (k.as_str(), v)).peekable();
+        let mut daemon = self
+            .daemon
+            .iter()
+            .flat_map(|d| d.by_key())
+            .filter(|(i, _, _)| self.from_daemon.contains(*i))
+            .map(|(_, k, v)| (k, v))
+            .peekable();
+        std::iter::from_fn(move || match (own.peek(), daemon.peek()) {
+            (Some(a), Some(b)) if b.0 < a.0 => daemon.next(),
+            (Some(_), _) => own.next(),
+            (None, _) => daemon.next(),
+        })
+    }
+
+    /// Every key, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.iter().map(|(k, _)| k)
+    }
+
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.own.is_empty() && self.from_daemon.is_empty()
+    }
+
+    /// Sets an entry (for tests and hand-built states).
+    pub fn insert(&mut self, key: String, value: Value) {
+        if let Some(i) = self.daemon.as_ref().and_then(|d| d.find(&key)) {
+            self.from_daemon.remove(i);
+        }
+        self.own.insert(key, value);
+    }
+}
+
+impl PartialEq for InheritedEnv {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Serialize for InheritedEnv {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl FromIterator<(String, Value)> for InheritedEnv {
+    fn from_iter<I: IntoIterator<Item = (String, Value)>>(entries: I) -> Self {
+        InheritedEnv { own: entries.into_iter().collect(), ..InheritedEnv::default() }
+    }
 }
 
 /// Reads a value unless it equals the given one (strings are compared without
@@ -619,29 +872,43 @@ impl<'de> DeserializeSeed<'de> for UnlessEqual<'_> {
     }
 }
 
+/// What a reader needs besides the input: how much to read, and the daemon's env
+/// (entries equal to it are recorded, not copied; see [`InheritedEnv`]).
+#[derive(Debug, Clone, Copy)]
+struct Ctx<'c> {
+    detail: Detail,
+    daemon: Option<&'c Arc<DaemonEnv>>,
+}
+
+impl Ctx<'_> {
+    fn plain(detail: Detail) -> Self {
+        Ctx { detail, daemon: None }
+    }
+}
+
 /// A type read from a JSON object.
 trait FromObject<'de>: Sized {
-    fn from_map<A: MapAccess<'de>>(map: A, detail: Detail) -> Result<Self, A::Error>;
+    fn from_map<A: MapAccess<'de>>(map: A, ctx: Ctx<'_>) -> Result<Self, A::Error>;
 }
 
 /// `Some(T)` from an object; `None` from any other JSON value (which is consumed).
 struct IfObject<T>(Option<T>);
 
-/// Reads an [`IfObject`] with the given [`Detail`].
-struct ObjectSeed<T>(Detail, std::marker::PhantomData<T>);
+/// Reads an [`IfObject`] in the given [`Ctx`].
+struct ObjectSeed<'c, T>(Ctx<'c>, std::marker::PhantomData<T>);
 
-impl<T> ObjectSeed<T> {
-    fn new(detail: Detail) -> Self {
-        ObjectSeed(detail, std::marker::PhantomData)
+impl<'c, T> ObjectSeed<'c, T> {
+    fn new(ctx: Ctx<'c>) -> Self {
+        ObjectSeed(ctx, std::marker::PhantomData)
     }
 }
 
-impl<'de, T: FromObject<'de>> DeserializeSeed<'de> for ObjectSeed<T> {
+impl<'de, T: FromObject<'de>> DeserializeSeed<'de> for ObjectSeed<'_, T> {
     type Value = IfObject<T>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<IfObject<T>, D::Error> {
-        struct ObjectVisitor<T>(Detail, std::marker::PhantomData<T>);
-        impl<'de, T: FromObject<'de>> Visitor<'de> for ObjectVisitor<T> {
+        struct ObjectVisitor<'c, T>(Ctx<'c>, std::marker::PhantomData<T>);
+        impl<'de, T: FromObject<'de>> Visitor<'de> for ObjectVisitor<'_, T> {
             type Value = IfObject<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("any JSON value")
@@ -711,7 +978,7 @@ fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
 /// Normalizes a list read by [`RawList`].
 pub fn normalize_raw(list: RawList, daemon_env: Option<&Map<String, Value>>) -> Result<Vec<LiveProcess>, ModelError> {
     let Some(items) = list.0 else { return Err(ModelError::NotAList) };
-    let daemon_env = daemon_env.map(DaemonEnv::new);
+    let daemon_env = daemon_env.map(|env| Arc::new(DaemonEnv::new(env)));
     let mut out = items
         .into_iter()
         .enumerate()
@@ -734,14 +1001,15 @@ pub fn normalize_text(list: &str, detail: Detail, daemon_env: Option<&Map<String
         Err(err) if err.is_data() => return Err(ListError::Model(ModelError::NotAList)),
         Err(err) => return Err(ListError::Json(err)),
     };
-    let daemon_env = daemon_env.map(DaemonEnv::new);
+    let daemon_env = daemon_env.map(|env| Arc::new(DaemonEnv::new(env)));
     let denv = daemon_env.as_ref();
+    let ctx = Ctx { detail, daemon: denv };
     let read = |from: usize, part: &[&RawValue]| -> Result<Vec<LiveProcess>, ListError> {
         part.iter()
             .enumerate()
             .map(|(i, raw)| {
                 let mut de = serde_json::Deserializer::from_str(raw.get());
-                let IfObject(entry) = ObjectSeed::<RawEntry>::new(detail).deserialize(&mut de).map_err(ListError::Json)?;
+                let IfObject(entry) = ObjectSeed::<RawEntry>::new(ctx).deserialize(&mut de).map_err(ListError::Json)?;
                 normalize_one(from + i, entry, denv).map_err(ListError::Model)
             })
             .collect()
@@ -780,7 +1048,7 @@ pub enum ListError {
     Json(serde_json::Error),
 }
 
-fn normalize_one(index: usize, item: Option<RawEntry>, daemon_env: Option<&DaemonEnv<'_>>) -> Result<LiveProcess, ModelError> {
+fn normalize_one(index: usize, item: Option<RawEntry>, daemon_env: Option<&Arc<DaemonEnv>>) -> Result<LiveProcess, ModelError> {
     let Some(item) = item else { return Err(ModelError::NoEnv { index }) };
     let Some(mut pm2_env) = item.pm2_env else { return Err(ModelError::NoEnv { index }) };
     let pm_id = item.pm_id.as_ref().or_else(|| pm2_env.get("pm_id")).and_then(as_u64).ok_or(ModelError::NoId { index })?;
@@ -832,13 +1100,7 @@ fn normalize_one(index: usize, item: Option<RawEntry>, daemon_env: Option<&Daemo
         // the bisection of env.
         .partition(|(k, v)| is_leftover_env(k, v) && env.get(k.as_str()).is_none());
     let options = options.into_iter().collect();
-    let env = if leftover_env.is_empty() {
-        env
-    } else {
-        let mut entries: Vec<_> = env.into_sorted().collect();
-        entries.extend(leftover_env);
-        SortedEnv::from_entries(entries)
-    };
+    let env = if leftover_env.is_empty() { env } else { env.with(leftover_env) };
     let (env_set, env_inherited) = split_sorted(&name, env, daemon_env);
     Ok(LiveProcess {
         pm_id,
@@ -918,19 +1180,19 @@ pub fn split_env(
     daemon_env: Option<&Map<String, Value>>,
 ) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
     let env = SortedEnv::from_entries(env.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-    split_sorted(name, env, daemon_env.map(DaemonEnv::new).as_ref())
+    let (set, inherited) = split_sorted(name, env, daemon_env.map(|env| Arc::new(DaemonEnv::new(env))).as_ref());
+    (set, inherited.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
 }
 
-fn split_sorted(
-    name: &str,
-    env: SortedEnv,
-    daemon_env: Option<&DaemonEnv<'_>>,
-) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
+fn split_sorted(name: &str, env: SortedEnv, daemon_env: Option<&Arc<DaemonEnv>>) -> (BTreeMap<String, Value>, InheritedEnv) {
     let mut set = Vec::new();
     let mut inherited = Vec::new();
+    let (own, read_with, from_daemon) = env.into_sorted();
     // Both lists are sorted: walk the daemon's env alongside (a merge, not a search).
-    let mut daemon = daemon_env.map(|d| d.0.iter().peekable());
-    for (key, value) in env.into_sorted() {
+    // (Entries equal to the daemon's were set apart while reading, when it was known
+    // then; these are the rest, and any read without it.)
+    let mut daemon = daemon_env.map(|d| d.by_key().peekable());
+    for (key, value) in own {
         let pm2_added = PM2_ADDED_ENV.contains(&key.as_str())
             || key == SPEC_HASH_ENV
             || (key == name && is_module_marker(&value))
@@ -939,8 +1201,8 @@ fn split_sorted(
             || value.is_object();
         let from_daemon = match daemon.as_mut() {
             Some(daemon) => {
-                while daemon.next_if(|(k, _)| *k < key.as_str()).is_some() {}
-                daemon.peek().is_some_and(|(k, d)| *k == key.as_str() && same_env_value(d, &value))
+                while daemon.next_if(|(_, k, _)| *k < key.as_str()).is_some() {}
+                daemon.peek().is_some_and(|(_, k, d)| *k == key.as_str() && same_env_value(d, &value))
             }
             None => is_shell_variable(&key),
         };
@@ -951,7 +1213,12 @@ fn split_sorted(
         }
     }
     // Both are sorted already: collecting is a bulk build.
-    (set.into_iter().collect(), inherited.into_iter().collect())
+    let mut inherited: InheritedEnv = inherited.into_iter().collect();
+    if !from_daemon.is_empty() {
+        inherited.daemon = read_with;
+        inherited.from_daemon = from_daemon;
+    }
+    (set.into_iter().collect(), inherited)
 }
 
 /// The `<name>` env entry PM2 adds for module config: `{}`, an empty object in PM2 7's
@@ -1094,8 +1361,50 @@ mod tests {
         let (f, s) = (&full[0], &summary[0]);
         assert!(s.env_set.is_empty() && s.env_inherited.is_empty() && s.options.is_empty());
         assert!(!f.env_set.is_empty() && !f.options.is_empty());
-        let strip = |p: &LiveProcess| LiveProcess { env_set: BTreeMap::new(), env_inherited: BTreeMap::new(), options: BTreeMap::new(), ..p.clone() };
+        let strip = |p: &LiveProcess| LiveProcess { env_set: BTreeMap::new(), env_inherited: InheritedEnv::default(), options: BTreeMap::new(), ..p.clone() };
         assert_eq!(strip(f), strip(s), "every other field is read alike");
+    }
+
+    /// Entries equal to the daemon's env are recorded while reading the text, not
+    /// copied; the result is what the split of a whole `Value` gives.
+    #[test]
+    fn env_equal_to_the_daemons_is_inherited_by_reference_and_reads_alike() {
+        let denv = json!({"PATH": "/usr/bin", "HOME": "/root", "PORT": "3000", "LANG": "C", "DEBUG": "0"});
+        let mut e = entry();
+        // In the daemon's order, as PM2 writes an app's env; PORT as a number, DEBUG changed,
+        // SHELL not the daemon's, LANG as a leftover top-level copy only.
+        e["pm2_env"]["env"] = json!({"PATH": "/usr/bin", "HOME": "/root", "PORT": 3000, "DEBUG": "1", "SHELL": "/bin/sh",
+            "PM2_HOME": "/h", "api": {}});
+        e["pm2_env"]["HOME"] = json!("/root");
+        e["pm2_env"]["LANG"] = json!("C");
+        let list = json!([e]);
+        let from_text = normalize_text(&list.to_string(), Detail::Full, denv.as_object()).unwrap();
+        let from_value = normalize_list(&list, denv.as_object()).unwrap();
+        assert_eq!(from_text, from_value);
+        let p = &from_text[0];
+        assert_eq!(p.env_set.keys().collect::<Vec<_>>(), ["DEBUG", "SHELL"]);
+        assert_eq!(p.env_inherited.keys().collect::<Vec<_>>(), ["HOME", "LANG", "PATH", "PM2_HOME", "PORT", "api"]);
+        assert_eq!(p.env_inherited.get("PORT"), Some(&json!(3000)), "as written");
+        assert_eq!(p.env_inherited.get("HOME"), Some(&json!("/root")));
+        assert!(p.env_inherited.get("DEBUG").is_none() && !p.env_inherited.is_empty());
+        assert!(!p.options.contains_key("HOME"), "a top-level copy of an inherited var is not an option");
+        assert_eq!(serde_json::to_value(&p.env_inherited).unwrap()["PATH"], "/usr/bin");
+        // Inserting over a daemon entry replaces it.
+        let mut inherited = p.env_inherited.clone();
+        inherited.insert("PATH".into(), json!("/bin"));
+        assert_eq!(inherited.get("PATH"), Some(&json!("/bin")));
+        assert_eq!(inherited.len(), p.env_inherited.len());
+    }
+
+    /// JSON.stringify never writes a key twice, but a hand-made list may: the last wins.
+    #[test]
+    fn a_key_written_twice_in_env_keeps_the_last_value_with_a_daemon_env() {
+        let denv = json!({"A": "1", "B": "2"});
+        let text = r#"[{"name": "x", "pm_id": 0, "pm2_env": {"env": {"A": "1", "B": "9", "A": "5", "B": "2"}}}]"#;
+        let p = &normalize_text(text, Detail::Full, denv.as_object()).unwrap()[0];
+        assert_eq!(p.env_set.get("A"), Some(&json!("5")));
+        assert_eq!(p.env_inherited.get("B"), Some(&json!("2")));
+        assert!(p.env_inherited.get("A").is_none() && !p.env_set.contains_key("B"));
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub fn live_from_desired(apps: &[DesiredApp]) -> LiveState {
                 log_file: app.log_file.clone(),
                 pid_file: app.pid_file.clone(),
                 env_set: app.env.iter().map(|(k, v)| (k.clone(), json!(v))).collect(),
-                env_inherited: std::collections::BTreeMap::new(),
+                env_inherited: crate::live::model::InheritedEnv::default(),
                 spec_hash: Some(app.hash.clone()),
                 monit: None,
                 options: app.options.clone(),

@@ -14,10 +14,19 @@ pub const ECOSYSTEM_SCHEMA: &str = include_str!("../../schemas/ecosystem.schema.
 pub const PROJECT_SCHEMA: &str = include_str!("../../schemas/reconcile.schema.json");
 
 struct AppSchema {
-    validator: jsonschema::Validator,
     root: Value,
     known_keys: BTreeSet<String>,
 }
+
+/// `#/$defs/app` of the ecosystem schema, compiled into the binary by jsonschema's
+/// `validator` macro. Compiling it at run time took ~1.3 ms of every `lint` and `plan`
+/// (regexes for its patterns included), on the core the PM2 daemon needs meanwhile.
+#[jsonschema::validator(
+    schema = r#"{"$ref": "https://reconcile.dev/schemas/ecosystem.schema.json#/$defs/app"}"#,
+    resources = { "https://reconcile.dev/schemas/ecosystem.schema.json" => { path = "schemas/ecosystem.schema.json" } },
+    validate_formats = false
+)]
+struct AppValidator;
 
 fn app_schema() -> &'static AppSchema {
     static SCHEMA: OnceLock<AppSchema> = OnceLock::new();
@@ -26,22 +35,13 @@ fn app_schema() -> &'static AppSchema {
         // here is a build defect, not bad input.
         #[allow(clippy::expect_used)]
         let root: Value = serde_json::from_str(ECOSYSTEM_SCHEMA).expect("ecosystem schema is valid JSON");
-        let mut app = root.clone();
-        if let Some(object) = app.as_object_mut() {
-            object.remove("oneOf");
-            object.remove("anyOf");
-            object.remove("$schema");
-            object.insert("$ref".into(), Value::String("#/$defs/app".into()));
-        }
-        #[allow(clippy::expect_used)]
-        let validator = builtin_validator(&app).expect("ecosystem schema compiles");
         let mut known_keys: BTreeSet<String> = root
             .pointer("/$defs/app/properties")
             .and_then(Value::as_object)
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default();
         known_keys.extend(ALIASES.iter().map(|(alias, _)| (*alias).to_string()));
-        AppSchema { validator, root, known_keys }
+        AppSchema { root, known_keys }
     })
 }
 
@@ -71,9 +71,7 @@ pub struct Violation {
 pub fn check_app(app: &Value) -> Vec<Violation> {
     let schema = app_schema();
     let mut seen = BTreeSet::new();
-    schema
-        .validator
-        .iter_errors(app)
+    AppValidator::iter_errors(app)
         .filter_map(|error| {
             let pointer = error.instance_path().as_str().to_string();
             if !seen.insert(pointer.clone()) {

@@ -81,7 +81,7 @@ fn normalization_of_a_real_daemon() {
     assert_eq!(s.script.as_deref(), Some(std::path::Path::new("/bin/sleep")));
     assert_eq!(s.env_set.get("FOO"), Some(&json!("one")));
     assert_eq!(s.env_set.get("PORT"), Some(&json!(3000)));
-    assert!(s.env_inherited.contains_key("PM2_HOME"), "{:?}", s.env_inherited.keys());
+    assert!(s.env_inherited.contains_key("PM2_HOME"), "{:?}", s.env_inherited.keys().collect::<Vec<_>>());
     assert!(!s.env_set.contains_key("PATH"), "shell env is inherited, not set: {:?}", s.env_set.keys());
     assert_eq!(s.option_u64("min_uptime"), Some(5000));
     assert_eq!(s.option_u64("kill_timeout"), Some(3000));
