@@ -351,7 +351,6 @@ impl RpcConnection {
         let io_err = |path: &str, source| LiveError::Io { method, path: path.to_string(), source };
         let mut bodies: Vec<Option<RawFrame>> = vec![None; ids.len()];
         let mut missing = ids.len();
-        let mut chunk = vec![0u8; 256 * 1024];
         loop {
             while let Some(frame) =
                 self.buf.next_raw_frame().map_err(|source| LiveError::Frame { path: self.path.clone(), source })?
@@ -381,12 +380,11 @@ impl RpcConnection {
                     return Ok(bodies.into_iter().flatten().collect());
                 }
             }
-            let n = self.io.read(&mut chunk).await.map_err(|e| io_err(&self.path, e))?;
+            let n = self.io.read_buf(self.buf.room(64 * 1024)).await.map_err(|e| io_err(&self.path, e))?;
             if n == 0 {
                 let method = bodies.iter().position(Option::is_none).map_or(method, |i| methods[i]);
                 return Err(LiveError::Closed { method, path: self.path.clone() });
             }
-            self.buf.extend(&chunk[..n]);
         }
     }
 }
