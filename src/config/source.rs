@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A file's text and where its lines start, for turning byte offsets into line:column.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SourceFile {
     /// The path as the user named it (relative paths stay relative for display).
     pub path: PathBuf,
@@ -16,6 +16,21 @@ pub struct SourceFile {
     /// for the location of every node: counting characters from the line start each
     /// time made a one-line (minified) file quadratic.
     ascii_lines: Vec<bool>,
+    /// The line of the last lookup: loaders ask in document order, so the next offset
+    /// is almost always on that line or the next, and the bisection is skipped.
+    last_line: std::sync::atomic::AtomicUsize,
+}
+
+impl Clone for SourceFile {
+    fn clone(&self) -> Self {
+        Self {
+            path: self.path.clone(),
+            text: self.text.clone(),
+            line_starts: self.line_starts.clone(),
+            ascii_lines: self.ascii_lines.clone(),
+            last_line: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
 }
 
 impl SourceFile {
@@ -32,7 +47,7 @@ impl SourceFile {
                 text.as_bytes().get(start..end).is_some_and(<[u8]>::is_ascii)
             })
             .collect();
-        Self { path: path.into(), text, line_starts, ascii_lines }
+        Self { path: path.into(), text, line_starts, ascii_lines, last_line: std::sync::atomic::AtomicUsize::new(0) }
     }
 
     /// The display path.
@@ -42,11 +57,21 @@ impl SourceFile {
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn location(&self, offset: usize) -> Location {
+        use std::sync::atomic::Ordering::Relaxed;
         let offset = offset.min(self.text.len());
-        let line_index = match self.line_starts.binary_search(&offset) {
-            Ok(i) => i,
-            Err(i) => i - 1,
+        let on = |i: usize| self.line_starts.get(i).is_some_and(|&s| s <= offset) && self.line_starts.get(i + 1).is_none_or(|&e| offset < e);
+        let last = self.last_line.load(Relaxed);
+        let line_index = if on(last) {
+            last
+        } else if on(last + 1) {
+            last + 1
+        } else {
+            match self.line_starts.binary_search(&offset) {
+                Ok(i) => i,
+                Err(i) => i - 1,
+            }
         };
+        self.last_line.store(line_index, Relaxed);
         let start = self.line_starts[line_index];
         let column = if self.ascii_lines.get(line_index).copied().unwrap_or(false) {
             offset - start + 1

@@ -197,15 +197,47 @@ impl DesiredApp {
     /// the instance count: that is seen live (how many processes), and a scale must
     /// not leave the processes it kept with a stale stamp.
     fn compute_hash(&self) -> String {
-        let canonical = serde_json::json!({
-            "name": self.name, "namespace": self.namespace, "script": self.script, "cwd": self.cwd,
-            "args": self.args, "node_args": self.node_args, "interpreter": self.interpreter,
-            "exec_mode": self.exec_mode.as_str(), "env": self.env,
-            "out_file": self.out_file, "error_file": self.error_file, "log_file": self.log_file,
-            "pid_file": self.pid_file, "options": self.options,
-        });
-        let digest = Sha256::digest(canonical.to_string().as_bytes());
-        digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+        /// What the hash covers, serialized in this order (the stamp on live processes
+        /// depends on these exact bytes: the fields, their order, and their JSON).
+        #[derive(Serialize)]
+        struct Canonical<'a> {
+            name: &'a str,
+            namespace: &'a str,
+            script: &'a Path,
+            cwd: &'a Path,
+            args: &'a [String],
+            node_args: &'a [String],
+            interpreter: &'a Option<String>,
+            exec_mode: &'a str,
+            env: &'a BTreeMap<String, String>,
+            out_file: &'a Option<PathBuf>,
+            error_file: &'a Option<PathBuf>,
+            log_file: &'a Option<PathBuf>,
+            pid_file: &'a Option<PathBuf>,
+            options: &'a BTreeMap<String, Value>,
+        }
+        let canonical = Canonical {
+            name: &self.name,
+            namespace: &self.namespace,
+            script: &self.script,
+            cwd: &self.cwd,
+            args: &self.args,
+            node_args: &self.node_args,
+            interpreter: &self.interpreter,
+            exec_mode: self.exec_mode.as_str(),
+            env: &self.env,
+            out_file: &self.out_file,
+            error_file: &self.error_file,
+            log_file: &self.log_file,
+            pid_file: &self.pid_file,
+            options: &self.options,
+        };
+        // Streamed into the digest: no `Value` tree, no intermediate string.
+        let mut hasher = Sha256::new();
+        // Writing into a hasher cannot fail; a path that is not UTF-8 ends the JSON
+        // there, which still hashes the same every time.
+        let _ = serde_json::to_writer(&mut hasher, &canonical);
+        hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -277,9 +309,11 @@ fn lookup(command: &str, host: &Host) -> Option<PathBuf> {
 }
 
 fn expand_home(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(path),
+    // HOME is looked up only for a `~/` path: a lookup locks and scans the process
+    // environment, and this runs for six paths of every app.
+    match path.strip_prefix("~/").and_then(|rest| Some((rest, std::env::var_os("HOME")?))) {
+        Some((rest, home)) => PathBuf::from(home).join(rest),
+        None => PathBuf::from(path),
     }
 }
 
@@ -314,6 +348,26 @@ mod tests {
     fn build(app: Value) -> DesiredApp {
         let views = extract_apps(&json!([app]), Some("production")).unwrap();
         DesiredApp::build(&views[0], Path::new("/srv/eco.json"), 1, Path::new("/srv/app"), &host())
+    }
+
+    /// The stamp on live processes must not change between versions: the hash is the
+    /// SHA-256 of exactly this JSON (as the first versions built it with `json!`).
+    #[test]
+    fn the_spec_hash_is_the_hash_of_the_canonical_json() {
+        let app = build(json!({"name": "api", "script": "app.js", "cwd": "/srv/api", "args": "--port 3000", "node_args": ["--max-old-space-size=512"],
+            "exec_mode": "cluster", "instances": 2, "env": {"PORT": 3000, "NODE_ENV": "production"}, "out_file": "/l/o.log",
+            "pid_file": "p.pid", "kill_timeout": 5000, "min_uptime": "5s"}));
+        let canonical = json!({
+            "name": app.name, "namespace": app.namespace, "script": app.script, "cwd": app.cwd,
+            "args": app.args, "node_args": app.node_args, "interpreter": app.interpreter,
+            "exec_mode": app.exec_mode.as_str(), "env": app.env,
+            "out_file": app.out_file, "error_file": app.error_file, "log_file": app.log_file,
+            "pid_file": app.pid_file, "options": app.options,
+        });
+        let digest = Sha256::digest(canonical.to_string().as_bytes());
+        let expected: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        assert_eq!(app.hash, expected);
+        assert!(!app.options.is_empty() && !app.env.is_empty() && app.out_file.is_some(), "{app:?}");
     }
 
     #[test]
