@@ -162,10 +162,20 @@ fn compare(app: &DesiredApp, group: &[&LiveProcess], redactor: &Redactor) -> Cha
             attributes.push(AttributeChange { path: path.to_string(), before, after, forces_replacement: forces });
         }
     };
-    push("namespace", json!(first.namespace), json!(app.namespace), true);
-    push("script", path_value(first.script.as_deref()), json!(app.script), true);
-    push("cwd", path_value(first.cwd.as_deref()), json!(app.cwd), true);
-    push("exec_mode", json!(first.exec_mode.as_str()), json!(app.exec_mode.as_str()), true);
+    // Compared as typed values first: building both sides as JSON for every attribute
+    // of every app (nearly all equal) was most of the diff's time.
+    if first.namespace != app.namespace {
+        push("namespace", json!(first.namespace), json!(app.namespace), true);
+    }
+    if first.script.as_deref() != Some(app.script.as_path()) {
+        push("script", path_value(first.script.as_deref()), json!(app.script), true);
+    }
+    if first.cwd.as_deref() != Some(app.cwd.as_path()) {
+        push("cwd", path_value(first.cwd.as_deref()), json!(app.cwd), true);
+    }
+    if first.exec_mode != app.exec_mode {
+        push("exec_mode", json!(first.exec_mode.as_str()), json!(app.exec_mode.as_str()), true);
+    }
     for (key, wanted, live_path) in [
         ("out_file", &app.out_file, &first.out_file),
         ("error_file", &app.error_file, &first.error_file),
@@ -177,11 +187,16 @@ fn compare(app: &DesiredApp, group: &[&LiveProcess], redactor: &Redactor) -> Cha
                 push(key, path_value(live_path.as_deref()), json!(wanted), true);
             }
     }
-    if let Some(interpreter) = &app.interpreter {
-        push("interpreter", json!(first.interpreter), json!(interpreter), false);
+    if let Some(interpreter) = &app.interpreter
+        && first.interpreter.as_ref() != Some(interpreter) {
+            push("interpreter", json!(first.interpreter), json!(interpreter), false);
+        }
+    if first.args != app.args {
+        push("args", json!(first.args), json!(app.args), false);
     }
-    push("args", json!(first.args), json!(app.args), false);
-    push("node_args", json!(first.node_args), json!(app.node_args), false);
+    if first.node_args != app.node_args {
+        push("node_args", json!(first.node_args), json!(app.node_args), false);
+    }
     for (key, wanted) in &app.options {
         let live_value = first.options.get(key).cloned().unwrap_or(Value::Null);
         if !same_option(&live_value, wanted) {
