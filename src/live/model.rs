@@ -679,6 +679,16 @@ pub struct DaemonEnv {
     entries: Vec<(String, Value)>,
     /// Positions in `entries`, by key.
     sorted: Vec<usize>,
+    /// Two bits per key (see [`key_bits`]): a key with either bit clear is not here.
+    /// Most lookups are of PM2's own fields (`restart_delay`, ...) in every process,
+    /// which are not env; this answers them without a bisection.
+    bloom: [u64; 8],
+}
+
+/// Two bit positions in a 512-bit filter, from an FNV-1a hash of the key.
+fn key_bits(key: &str) -> [usize; 2] {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    [(hash % 512) as usize, ((hash >> 32) % 512) as usize]
 }
 
 impl DaemonEnv {
@@ -687,10 +697,19 @@ impl DaemonEnv {
         let entries: Vec<(String, Value)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut sorted: Vec<usize> = (0..entries.len()).collect();
         sorted.sort_by(|&a, &b| entries[a].0.cmp(&entries[b].0));
-        DaemonEnv { entries, sorted }
+        let mut bloom = [0u64; 8];
+        for (key, _) in &entries {
+            for bit in key_bits(key) {
+                bloom[bit / 64] |= 1 << (bit % 64);
+            }
+        }
+        DaemonEnv { entries, sorted, bloom }
     }
 
     fn find(&self, key: &str) -> Option<usize> {
+        if key_bits(key).iter().any(|&bit| self.bloom[bit / 64] & (1 << (bit % 64)) == 0) {
+            return None;
+        }
         self.sorted.binary_search_by(|&i| self.entries[i].0.as_str().cmp(key)).ok().map(|at| self.sorted[at])
     }
 
