@@ -20,7 +20,7 @@
 //! checks that no process of those homes and no home directory is left.
 //!
 //! Environment (for quick runs): `BENCH_N` (comma list, default `10,100,500`),
-//! `BENCH_RUNS` (timed runs of each read, plan and lint, default 10),
+//! `BENCH_RUNS` (timed runs of each read, plan and lint, default 20),
 //! `BENCH_APPLY_RUNS` (timed applies of each tool per N, default 3),
 //! `BENCH_WATCH_SECS` (idle window, default 60; 0 skips), `BENCH_WATCH_N` (default 100).
 //! Needs `npm ci` (the repository's pinned pm2) and `node`.
@@ -657,7 +657,7 @@ fn main() {
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).filter(|&n| n > 0).collect())
         .unwrap_or_else(|| vec![10, 100, 500]);
     assert!(!ns.is_empty(), "BENCH_N has no N > 0");
-    let runs: usize = env_or("BENCH_RUNS", 10).max(1);
+    let runs: usize = env_or("BENCH_RUNS", 20).max(1);
     let apply_runs: usize = env_or("BENCH_APPLY_RUNS", 3).max(1);
     let watch_secs: u64 = env_or("BENCH_WATCH_SECS", 60);
     let watch_n: usize = env_or("BENCH_WATCH_N", 100);
