@@ -624,6 +624,13 @@ fn growth_json(ns: &[usize], figures: &[f64]) -> Value {
     growth(ns, figures).map_or(Value::Null, |(f, per)| json!({"factor": round(f), "ms_per_app": (per * 1000.0).round() / 1000.0}))
 }
 
+/// `  growth N=a→b: ours ...; theirs ...` for a pair of series; none with one N.
+fn growth_pair(ns: &[usize], (ours_label, theirs_label): (&str, &str), ours: &[f64], theirs: &[f64]) -> Option<String> {
+    (ns.len() > 1).then(|| {
+        format!("  growth N={}→{}: {}; {}", ns[0], ns[ns.len() - 1], growth_line(ours_label, ns, ours), growth_line(theirs_label, ns, theirs))
+    })
+}
+
 fn growth_line(label: &str, ns: &[usize], figures: &[f64]) -> String {
     match growth(ns, figures) {
         Some((f, per)) => format!("{label} x{f:.1} ({per:+.2} ms per app)"),
@@ -734,14 +741,8 @@ fn report(
         }
         let o: Vec<f64> = results.iter().map(|r| pick(r).0.median).collect();
         let t: Vec<f64> = results.iter().map(|r| pick(r).1.median).collect();
-        if ns.len() > 1 {
-            line(format!(
-                "  growth N={}→{}: {}; {}",
-                ns[0],
-                ns[ns.len() - 1],
-                growth_line(ours_label, ns, &o),
-                growth_line(theirs_label, ns, &t)
-            ));
+        if let Some(growth) = growth_pair(ns, (ours_label, theirs_label), &o, &t) {
+            line(growth);
         }
     };
     comparison(&mut line, "reading live state (reconcile status --format json)", "reconcile status", "pm2 jlist", &|r| (&r.status, &r.jlist));
@@ -792,16 +793,10 @@ fn report(
                 same(t_restarted)
             ));
         }
-        if ns.len() > 1 {
-            let o: Vec<f64> = results.iter().map(|r| pick(r).0.median).collect();
-            let t: Vec<f64> = results.iter().map(|r| pick(r).1.median).collect();
-            line(format!(
-                "  growth N={}→{}: {}; {}",
-                ns[0],
-                ns[ns.len() - 1],
-                growth_line(ours_label, ns, &o),
-                growth_line(theirs_label, ns, &t)
-            ));
+        let o: Vec<f64> = results.iter().map(|r| pick(r).0.median).collect();
+        let t: Vec<f64> = results.iter().map(|r| pick(r).1.median).collect();
+        if let Some(growth) = growth_pair(ns, (ours_label, theirs_label), &o, &t) {
+            line(growth);
         }
     };
     writes(

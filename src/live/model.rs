@@ -674,7 +674,7 @@ impl<'de> FromObject<'de> for SortedEnv {
 
 /// The daemon's own env (`getReport().env`), shared by every process of one read.
 #[derive(Debug, PartialEq)]
-pub struct DaemonEnv {
+struct DaemonEnv {
     /// In the daemon's order.
     entries: Vec<(String, Value)>,
     /// Positions in `entries`, by key.
