@@ -76,21 +76,10 @@ enum FetchedInner {
 }
 
 /// Talks to the daemon (connect, pipelined reads, every reply received) without
-/// parsing the process list; [`Fetched::parse`] does that. `plan` fetches on a
-/// helper thread while it checks the desired state, and parses on its own thread
-/// afterwards: the ~400 KB list for 100 apps is read into a few thousand small
-/// allocations, which a fresh thread's malloc arena serves from pages it has to fault
-/// in first (measured: about 1 ms more than on the warm main heap).
+/// parsing the process list; [`Fetched::parse`] does that. It is [`start_fetch`]
+/// and [`PendingFetch::wait`] in one go.
 pub fn fetch(source: &LiveSource, timeout: Duration) -> Result<Fetched, LiveError> {
-    let inner = match source {
-        LiveSource::Snapshot(path) => FetchedInner::Snapshot(path.clone()),
-        LiveSource::Daemon(home) => {
-            let runtime = runtime().map_err(|source| LiveError::Io { method: "runtime", path: String::new(), source })?;
-            let (conn, replies) = runtime.block_on(Pm2Client::request_list(home, timeout))?;
-            FetchedInner::Daemon(Box::new((home.clone(), conn, replies)))
-        }
-    };
-    Ok(Fetched { inner })
+    start_fetch(source, timeout)?.wait()
 }
 
 /// A read of the daemon under way: the request is written, the replies are not read
@@ -109,7 +98,8 @@ enum PendingInner {
 /// [`fetch`] in two steps: this connects and writes the request on the calling thread
 /// (a fraction of a millisecond), so the daemon starts on it before the caller does
 /// anything else; [`PendingFetch::wait`], typically on a helper thread, reads the
-/// replies. A daemon fault found while connecting is returned here.
+/// replies (`plan` then parses them on whichever thread is free first). A daemon
+/// fault found while connecting is returned here.
 pub fn start_fetch(source: &LiveSource, timeout: Duration) -> Result<PendingFetch, LiveError> {
     let inner = match source {
         LiveSource::Snapshot(path) => PendingInner::Snapshot(path.clone()),
