@@ -178,6 +178,12 @@ pub struct ApplyArgs {
     /// apps it changed to the spec they ran before.
     #[arg(long)]
     pub rollback: bool,
+    /// Roll out this app although nothing changed (repeatable): a restart for a fork
+    /// app, a reload one instance at a time for a cluster app, under the same safety
+    /// contract (guard, preflight, health gate, verification). The name must be a
+    /// desired app live in an owned namespace; anything else is an error (exit 1).
+    #[arg(long, value_name = "NAME", conflicts_with = "plan_file")]
+    pub restart: Vec<String>,
 }
 
 /// `reconcile import`.

@@ -53,6 +53,7 @@ pub fn foreign(name: &str, namespace: &str, pm_id: u64) -> LiveProcess {
         env_set: BTreeMap::new(),
         env_inherited: crate::live::model::InheritedEnv::default(),
         spec_hash: None,
+        revision: None,
         monit: None,
         options: BTreeMap::new(),
     }

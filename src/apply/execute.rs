@@ -10,7 +10,8 @@
 //!
 //! Which call each action makes follows pm2-internals.md §4 (observed on PM2 7.0.4):
 //! `update` is `restartProcessId` with the CLI's own restart env (`current_conf`),
-//! or `reloadProcessId` for an online cluster process (zero downtime); `scale` is
+//! or `reloadProcessId` for an online cluster process (zero downtime: one instance
+//! at a time, each gated before the next); `scale` is
 //! `duplicateProcessId` or `deleteProcessId`; `replace` is delete, then `prepare`.
 
 use std::collections::BTreeMap;
@@ -257,8 +258,20 @@ impl<'a> Executor<'a> {
             Action::Update => {
                 let (Some(app), Some(resolved)) = (app, resolved) else { return Ok(()) };
                 let keep = self.shrink(change, app.instances).await?;
-                for pm_id in keep.iter().copied() {
+                for (i, pm_id) in keep.iter().copied().enumerate() {
                     self.update(change, app, resolved, pm_id).await?;
+                    // A cluster app rolls out one instance at a time: each reloaded
+                    // worker passes the health gate before the next one is touched,
+                    // so a bad release stops at its first instance.
+                    if app.exec_mode == ExecMode::Cluster && i + 1 < keep.len() {
+                        self.gate().await?;
+                        if self.outcome.failures.iter().any(|f| f.app == change.name) {
+                            return Err(format!(
+                                "`{}`: instance pm_id {pm_id} failed the health gate; the instances after it were not touched",
+                                change.name
+                            ));
+                        }
+                    }
                 }
                 self.grow(change, app, &keep).await
             }

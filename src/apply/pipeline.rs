@@ -34,6 +34,8 @@ pub struct Options {
     pub rollback: bool,
     /// Act only on these apps (by name); the plan's other changes are left for later.
     pub only: Option<BTreeSet<String>>,
+    /// `--restart NAME`: roll these apps out although nothing changed.
+    pub restart: Vec<String>,
 }
 
 /// What one apply is asked to do.
@@ -148,6 +150,12 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
     if let Some(only) = &options.only {
         plan = plan::restrict(plan, only, &settings.safety);
     }
+    if !options.restart.is_empty() {
+        plan = match plan::restart(plan, &options.restart, &settings.safety) {
+            Ok(plan) => plan,
+            Err(why) => return Ok(report(None, Verdict::Refused(why), None)),
+        };
+    }
 
     let mut journal = Journal::open(&journal_path(project))?;
     journal.record("begin", begin_record(project, home, options, saved.map(|s| s.0), &plan, &before, &redactor))?;
@@ -250,7 +258,7 @@ fn begin_record(project: &Project, home: &Pm2Home, options: &Options, saved: Opt
         "git_commit": plan.basis.git_commit,
         "git_dirty": plan.basis.git_dirty,
         "saved_plan": saved,
-        "options": {"auto_approve": options.auto_approve, "allow_blast_radius": options.allow_blast_radius, "rollback": options.rollback, "only": options.only},
+        "options": {"auto_approve": options.auto_approve, "allow_blast_radius": options.allow_blast_radius, "rollback": options.rollback, "only": options.only, "restart": options.restart},
         "plan": plan,
         "live_before": journal::redacted_live(before, redactor),
     })
@@ -345,7 +353,7 @@ async fn resolve(
     let mut out = BTreeMap::new();
     for (app, result) in apps.iter().zip(results) {
         let resolved = result.map_err(|e| e.to_string())?;
-        out.insert(app.name.clone(), resolved.with_spec_hash(&app.hash));
+        out.insert(app.name.clone(), resolved.with_spec_hash(&app.hash).with_revision(app.revision.as_deref()));
     }
     Ok(out)
 }

@@ -40,7 +40,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitStatus> {
         return Ok(ExitStatus::Error);
     };
     let request = Request { project: &project, home: &home, desired: &desired, saved: saved.as_ref().map(|(p, plan)| (p.as_path(), plan)) };
-    let options = Options { auto_approve: args.auto_approve, allow_blast_radius: args.allow_blast_radius, rollback: args.rollback, only: None };
+    let options = Options { auto_approve: args.auto_approve, allow_blast_radius: args.allow_blast_radius, rollback: args.rollback, only: None, restart: args.restart.clone() };
     let mut terminal = Terminal { human: global.format == Format::Human };
     let runtime = crate::live::runtime().context("starting the async runtime")?;
     let report = runtime.block_on(apply_once(request, &options, &mut terminal))?;

@@ -11,7 +11,7 @@ use super::{live_source, load_options, open_project, print, require_format};
 use crate::ExitStatus;
 use crate::cli::{Format, GlobalArgs, PlanArgs};
 use crate::config::{EcosystemFile, Project, git};
-use crate::desired::{DesiredApp, Host};
+use crate::desired::{DesiredApp, Host, revision};
 use crate::live::{Fetched, LiveError, LiveState};
 use crate::plan::{self, Conflict, Plan};
 use crate::redact::Redactor;
@@ -123,14 +123,19 @@ fn make_from_git(global: &GlobalArgs, project: &Project, env: Option<&str>, base
     let base_dir = tempfile_dir("base")?;
     git::checkout_project(&root, base, base_dir.path())?;
     let at_base = project_at(project, base_dir.path());
-    let Some(before) = desired_state_in(global, &at_base, env, Some(&root))? else {
+    let Some(mut before) = desired_state_in(global, &at_base, env, Some(&root))? else {
         return Ok(None);
     };
+    revision::assign(&mut before, project, revision::At::Ref(base))?;
     let head_dir = tempfile_dir("head")?;
     let (after, commit, dirty) = match head {
         Some(head) => {
             let commit = git::checkout_project(&root, head, head_dir.path())?;
-            (desired_state_in(global, &project_at(project, head_dir.path()), env, Some(&root))?, Some(commit), Some(false))
+            let mut after = desired_state_in(global, &project_at(project, head_dir.path()), env, Some(&root))?;
+            if let Some(apps) = after.as_mut() {
+                revision::assign(apps, project, revision::At::Ref(head))?;
+            }
+            (after, Some(commit), Some(false))
         }
         None => {
             let revision = git::head(&root);
@@ -243,6 +248,12 @@ pub fn check(global: &GlobalArgs, project: &Project, env: Option<&str>, resolve_
             let line = entry.file.map.locate(&app.pointer_of("name")).map_or(0, |l| l.line);
             desired.push(DesiredApp::build(app, path, line, &dir, &host));
         }
+    }
+    // The code revision of each app, from the work tree (a checkout of another ref is
+    // given its revisions by the caller, from that ref).
+    if resolve_in.is_none() {
+        revision::assign(&mut desired, project, revision::At::WorkTree)?;
+        tracing::debug!("code revisions read");
     }
     Ok(Checked { findings, human, desired: Some(desired) })
 }

@@ -41,6 +41,8 @@ pub struct Settings {
     pub secrets: SecretsSection,
     #[serde(default)]
     pub journal: JournalSection,
+    #[serde(default)]
+    pub revision: RevisionSection,
 }
 
 /// `[project]`.
@@ -185,6 +187,49 @@ pub struct JournalSection {
     pub path: Option<PathBuf>,
 }
 
+/// How an app's code revision is read (`[revision]`, and per app
+/// `[revision.apps.<name>]`, whose keys override the project's).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevisionSection {
+    /// `git` (default), `files` or `off`.
+    pub mode: Option<RevisionMode>,
+    /// `git`: narrow the revision to these paths (files or directories, relative to
+    /// `reconcile.toml`); empty: the whole work tree holding the app's script.
+    pub paths: Option<Vec<PathBuf>>,
+    /// `files`: globs of the files whose contents make the revision (relative to
+    /// `reconcile.toml`, `**` for any depth).
+    pub files: Option<Vec<String>>,
+    /// `files`: globs left out beside the built-in ones (`**/*.log`, `**/*.pid`, ...).
+    pub ignore: Option<Vec<String>>,
+    /// Per-app settings, by app name.
+    #[serde(default)]
+    pub apps: BTreeMap<String, RevisionApp>,
+}
+
+/// `[revision.apps.<name>]`: the keys of `[revision]` for one app.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevisionApp {
+    pub mode: Option<RevisionMode>,
+    pub paths: Option<Vec<PathBuf>>,
+    pub files: Option<Vec<String>>,
+    pub ignore: Option<Vec<String>>,
+}
+
+/// Where a revision comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevisionMode {
+    /// The content of the git work tree (committed and uncommitted), read through libgit2.
+    #[default]
+    Git,
+    /// A digest of the files matched by globs (hosts deployed without git).
+    Files,
+    /// No revision: code changes are not tracked.
+    Off,
+}
+
 fn default_true() -> bool {
     true
 }
@@ -277,6 +322,35 @@ impl Project {
                 message: format!("max_changed_fraction is {fraction}; it must be between 0 and 1"),
             });
         }
+        if let Some(bad) = revision_glob_error(&settings.revision) {
+            let offset = text.find("[revision").unwrap_or(0);
+            let location = SourceFile::new(path, text).location(offset);
+            return Err(ProjectError::Invalid { path: path.to_path_buf(), line: location.line, column: location.column, message: bad });
+        }
+        if let Some((app, why)) = settings.revision.apps.iter().find_map(|(name, app)| {
+            (app.mode.unwrap_or(settings.revision.mode.unwrap_or_default()) == RevisionMode::Files
+                && app.files.as_ref().or(settings.revision.files.as_ref()).is_none_or(Vec::is_empty))
+            .then(|| (name.clone(), "mode = \"files\" needs `files` globs"))
+        }) {
+            let offset = text.find(&format!("[revision.apps.{app}]")).unwrap_or(0);
+            let location = SourceFile::new(path, text).location(offset);
+            return Err(ProjectError::Invalid {
+                path: path.to_path_buf(),
+                line: location.line,
+                column: location.column,
+                message: format!("[revision.apps.{app}]: {why}, e.g. files = [\"dist/**\", \"package.json\"]"),
+            });
+        }
+        if settings.revision.mode == Some(RevisionMode::Files) && settings.revision.files.as_ref().is_none_or(Vec::is_empty) {
+            let offset = text.find("[revision]").unwrap_or(0);
+            let location = SourceFile::new(path, text).location(offset);
+            return Err(ProjectError::Invalid {
+                path: path.to_path_buf(),
+                line: location.line,
+                column: location.column,
+                message: "[revision] mode = \"files\" needs `files` globs, e.g. files = [\"dist/**\", \"package.json\"]".into(),
+            });
+        }
         Ok(settings)
     }
 
@@ -290,6 +364,17 @@ impl Project {
     pub fn owns(&self, namespace: &str) -> bool {
         self.settings.project.namespaces.iter().any(|n| n == namespace)
     }
+}
+
+/// The first glob of `[revision]` that does not parse, as a message.
+fn revision_glob_error(section: &RevisionSection) -> Option<String> {
+    let globs = section
+        .files
+        .iter()
+        .chain(&section.ignore)
+        .chain(section.apps.values().flat_map(|a| a.files.iter().chain(&a.ignore)))
+        .flatten();
+    globs.into_iter().find_map(|g| globset::Glob::new(g).err().map(|e| format!("[revision]: bad glob `{g}`: {e}")))
 }
 
 #[cfg(test)]
@@ -323,6 +408,23 @@ mod tests {
         let rule = &settings.policies.rules["min-uptime"];
         assert_eq!(rule.severity, Some(SeveritySetting::Warning));
         assert_eq!(rule.params["min"].as_integer(), Some(10000));
+    }
+
+    #[test]
+    fn revision_settings_parse_and_files_mode_needs_globs() {
+        let settings = Project::parse(
+            Path::new("r.toml"),
+            "[revision]\npaths = [\"apps/api\"]\n[revision.apps.web]\nmode = \"files\"\nfiles = [\"dist/**\"]\n",
+        )
+        .unwrap();
+        assert_eq!(settings.revision.paths, Some(vec![PathBuf::from("apps/api")]));
+        assert_eq!(settings.revision.apps["web"].mode, Some(RevisionMode::Files));
+        let err = Project::parse(Path::new("r.toml"), "[project]\n[revision]\nmode = \"files\"\n").unwrap_err();
+        assert!(err.to_string().contains("r.toml:2:1: [revision] mode = \"files\" needs `files` globs"), "{err}");
+        let err = Project::parse(Path::new("r.toml"), "[revision]\nmode = \"files\"\nfiles = [\"a/{b\"]\n").unwrap_err();
+        assert!(err.to_string().contains("bad glob `a/{b`"), "{err}");
+        let err = Project::parse(Path::new("r.toml"), "[revision]\nmode = \"svn\"\n").unwrap_err();
+        assert!(err.to_string().contains("r.toml:2:8"), "{err}");
     }
 
     #[test]

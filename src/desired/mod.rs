@@ -4,6 +4,7 @@
 //! daemon would report ([`DesiredApp`]).
 
 pub mod app;
+pub mod revision;
 pub mod spec;
 
 pub use app::{AppView, ExtractError, extract_apps};

@@ -83,6 +83,14 @@ pub struct DesiredApp {
     pub line: usize,
     /// sha256 of the normalized spec, hex (first 16 bytes).
     pub hash: String,
+    /// The revision of the app's code ([`super::revision`]); `None` when not tracked.
+    /// Not part of [`DesiredApp::hash`]: a code change is its own attribute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// When the code the revision covers last changed on disk (ms since the epoch):
+    /// compared with the start of a process that carries no revision stamp.
+    #[serde(skip)]
+    pub code_changed_ms: Option<i64>,
 }
 
 /// The facts about the host that normalization needs.
@@ -188,6 +196,8 @@ impl DesiredApp {
             file: file.to_path_buf(),
             line,
             hash: String::new(),
+            revision: None,
+            code_changed_ms: None,
         };
         app.hash = app.compute_hash();
         app

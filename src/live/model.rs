@@ -19,6 +19,9 @@ use serde_json::{Map, Value};
 pub const SPEC_HASH_KEY: &str = "x_reconcile_hash";
 /// The same stamp in `env`, for apps the CLI created (the CLI drops unknown keys).
 pub const SPEC_HASH_ENV: &str = "RECONCILE_SPEC_HASH";
+/// The custom app attribute `apply` stamps the code revision into (kept by PM2
+/// across restart, reload, dump and resurrect, as the spec hash is).
+pub const REVISION_KEY: &str = "x_reconcile_revision";
 
 /// `exec_mode`, normalized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -144,6 +147,9 @@ pub struct LiveProcess {
     pub env_inherited: InheritedEnv,
     /// The spec hash `apply` stamped, from `x_reconcile_hash` or `env.RECONCILE_SPEC_HASH`.
     pub spec_hash: Option<String>,
+    /// The code revision `apply` stamped (`x_reconcile_revision`); `None` for processes
+    /// started by hand or by a version of `reconcile` before revisions.
+    pub revision: Option<String>,
     pub monit: Option<Monit>,
     /// Every other `pm2_env` field, as PM2 reports it (top-level copies of env vars left out).
     pub options: BTreeMap<String, Value>,
@@ -244,6 +250,7 @@ const LIFTED: &[&str] = &[
     "pm_pid_path",
     "env",
     SPEC_HASH_KEY,
+    REVISION_KEY,
 ];
 
 /// Env keys PM2 itself adds to every app (pm2-internals.md §5).
@@ -499,6 +506,7 @@ fn lifted_slot(key: &str) -> Option<usize> {
         "pm_pid_path" => 18,
         "env" => 19,
         SPEC_HASH_KEY => 20,
+        REVISION_KEY => 21,
         _ => return None,
     })
 }
@@ -1107,6 +1115,7 @@ fn normalize_one(index: usize, item: Option<RawEntry>, daemon_env: Option<&Arc<D
     let pid_file = path(take("pm_pid_path"));
     let spec_hash =
         string(take(SPEC_HASH_KEY)).or_else(|| env.get(SPEC_HASH_ENV).and_then(Value::as_str).map(str::to_string));
+    let revision = string(take(REVISION_KEY));
     let unchecked = pm2_env.rest_before_env;
     let (leftover_env, options): (Vec<_>, Vec<_>) = std::mem::take(&mut pm2_env.rest)
         .into_iter()
@@ -1145,6 +1154,7 @@ fn normalize_one(index: usize, item: Option<RawEntry>, daemon_env: Option<&Arc<D
         env_set,
         env_inherited,
         spec_hash,
+        revision,
         monit,
         options,
     })
@@ -1169,7 +1179,7 @@ const PM2_FIELDS: &[&str] = &[
     "shutdown_with_message", "source_map_support", "status", "stop_exit_codes", "time", "trace", "treekill", "uid",
     "unique_id", "unstable_restarts", "updateEnv", "username", "v8", "version", "versioning", "vizion",
     "vizion_running", "wait_ready", "watch", "watch_delay", "watch_options", "windowsHide", "write",
-    "x_reconcile_hash",
+    "x_reconcile_hash", "x_reconcile_revision",
 ];
 
 /// Whether a top-level `pm2_env` entry that `env` does not list is an env var the

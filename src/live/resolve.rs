@@ -45,7 +45,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::error::LiveError;
 use super::home::Pm2Home;
-use super::model::SPEC_HASH_KEY;
+use super::model::{REVISION_KEY, SPEC_HASH_KEY};
 use super::rpc::Call;
 
 /// The helper: reads `[{spec, cwd, env_name}, ...]` on stdin and prints, for each,
@@ -143,6 +143,20 @@ impl ResolvedApp {
         }
         if let Some(Value::Object(conf)) = self.update.get_mut("current_conf") {
             conf.insert(SPEC_HASH_KEY.to_string(), Value::String(hash.to_string()));
+        }
+        self
+    }
+
+    /// Stamps the code revision (`x_reconcile_revision`) the same way as the spec hash,
+    /// so it survives restart, reload, dump and resurrect, and follows an update.
+    #[must_use]
+    pub fn with_revision(mut self, revision: Option<&str>) -> Self {
+        let Some(revision) = revision else { return self };
+        if let Some(obj) = self.payload.as_object_mut() {
+            obj.insert(REVISION_KEY.to_string(), Value::String(revision.to_string()));
+        }
+        if let Some(Value::Object(conf)) = self.update.get_mut("current_conf") {
+            conf.insert(REVISION_KEY.to_string(), Value::String(revision.to_string()));
         }
         self
     }

@@ -35,6 +35,7 @@ pub fn live_from_desired(apps: &[DesiredApp]) -> LiveState {
                 env_set: app.env.iter().map(|(k, v)| (k.clone(), json!(v))).collect(),
                 env_inherited: crate::live::model::InheritedEnv::default(),
                 spec_hash: Some(app.hash.clone()),
+                revision: app.revision.clone(),
                 monit: None,
                 options: app.options.clone(),
             });

@@ -23,7 +23,8 @@ use crate::config::project::SafetySection;
 use crate::desired::DesiredApp;
 use crate::desired::spec::env_value;
 use crate::live::model::is_shell_variable;
-use crate::live::{LiveOrigin, LiveProcess, LiveState, ProcessStatus};
+use crate::desired::revision;
+use crate::live::{ExecMode, LiveOrigin, LiveProcess, LiveState, ProcessStatus};
 use crate::redact::{self, Redactor};
 
 /// A desired app that must not be planned: a start would touch a process that is not ours.
@@ -87,10 +88,11 @@ pub fn diff(
                 reason: Some(Reason::NotLive),
                 pm_ids: Vec::new(),
                 spec_hash: Some(app.hash.clone()),
+                downtime: false,
             });
             continue;
         }
-        changes.push(compare(app, &group, redactor));
+        changes.push(compare(app, &group, redactor, matches!(live.origin, LiveOrigin::Daemon { .. })));
     }
     if !conflicts.is_empty() {
         return Err(conflicts);
@@ -111,6 +113,7 @@ pub fn diff(
                 reason: Some(Reason::NotDesired),
                 pm_ids,
                 spec_hash: None,
+                downtime: false,
             });
         } else {
             unmanaged.extend(pm_ids.into_iter().map(|pm_id| Ignored { name: name.clone(), namespace: namespace.clone(), pm_id }));
@@ -154,7 +157,9 @@ pub fn diff(
 }
 
 /// Compares one desired app with its live processes (same name, owned namespaces).
-fn compare(app: &DesiredApp, group: &[&LiveProcess], redactor: &Redactor) -> Change {
+/// `daemon`: the live state is the daemon's now (not a snapshot), so a process's start
+/// time can be compared with the code on disk.
+fn compare(app: &DesiredApp, group: &[&LiveProcess], redactor: &Redactor, daemon: bool) -> Change {
     let first = group[0];
     let mut attributes = Vec::new();
     let mut push = |path: &str, before: Value, after: Value, forces: bool| {
@@ -233,6 +238,20 @@ fn compare(app: &DesiredApp, group: &[&LiveProcess], redactor: &Redactor) -> Cha
             push(&format!("env.{key}"), before, Value::Null, true);
         }
     }
+    // Code: a stamped revision that differs; or, on a process started before revisions
+    // were stamped (or by hand), code that changed on disk after the process started
+    // (so upgrading `reconcile` does not roll out every app, and a deploy right after
+    // still does). A snapshot's start times are history: unstamped counts as current.
+    if let Some(wanted) = &app.revision {
+        let stale = group.iter().find(|p| match &p.revision {
+            Some(have) => have != wanted,
+            None => daemon && app.code_changed_ms.zip(p.started_at_ms).is_some_and(|(code, started)| code > started),
+        });
+        if let Some(p) = stale {
+            let before = p.revision.as_deref().map_or_else(|| json!(UNSTAMPED), |r| json!(revision::short(r)));
+            push("revision", before, json!(revision::short(wanted)), false);
+        }
+    }
     let count = group.len() as u64;
     let scaled = count != app.instances;
     if scaled {
@@ -265,6 +284,13 @@ fn compare(app: &DesiredApp, group: &[&LiveProcess], redactor: &Redactor) -> Cha
     } else {
         (Action::Noop, Reason::AttributesChanged)
     };
+    // A restart of a fork process, or a delete and start, leaves a gap; a reload of
+    // an online cluster app (one instance at a time) does not.
+    let downtime = match action {
+        Action::Replace => true,
+        Action::Update => group.iter().any(|p| p.exec_mode == ExecMode::Fork && p.status == ProcessStatus::Online),
+        _ => false,
+    };
     Change {
         name: app.name.clone(),
         namespace: app.namespace.clone(),
@@ -273,7 +299,53 @@ fn compare(app: &DesiredApp, group: &[&LiveProcess], redactor: &Redactor) -> Cha
         reason: (action != Action::Noop).then_some(reason),
         pm_ids: group.iter().map(|p| p.pm_id).collect(),
         spec_hash: Some(app.hash.clone()),
+        downtime,
     }
+}
+
+/// What the plan shows as the revision of a process started without a revision stamp.
+pub const UNSTAMPED: &str = "(unstamped)";
+
+/// `apply --restart NAME`: the named apps' changes become updates (a rollout of the
+/// same spec and code) when nothing else was planned for them. Every name must be a
+/// desired app that is live in an owned namespace; `Err` says which is not and why.
+pub fn restart(mut plan: Plan, names: &[String], safety: &SafetySection) -> Result<Plan, String> {
+    for name in names {
+        let Some(change) = plan.changes.iter_mut().find(|c| &c.name == name && c.action != Action::Delete) else {
+            let why = if plan.ignored.iter().any(|i| &i.name == name) {
+                format!("`{name}` runs in a namespace this project does not own ({}); reconcile never touches it", owned_by(&plan, name))
+            } else if plan.unmanaged.iter().any(|i| &i.name == name) {
+                format!("`{name}` is in an owned namespace but not in the desired state; add it to an ecosystem file first")
+            } else {
+                format!("`{name}` is not an app of this project; the desired apps are: {}", desired_names(&plan))
+            };
+            return Err(format!("--restart {name}: {why}; nothing was changed"));
+        };
+        match change.action {
+            Action::Create => return Err(format!("--restart {name}: `{name}` is not running yet; a plain apply starts it; nothing was changed")),
+            Action::Noop => {
+                change.action = Action::Update;
+                change.reason = Some(Reason::Restart);
+                change.attributes.push(AttributeChange { path: "restart".into(), before: Value::Null, after: json!("requested"), forces_replacement: false });
+            }
+            // Already rolled out by this apply.
+            _ => {}
+        }
+    }
+    plan.summary = summarize(&plan.changes);
+    let live_owned_apps: BTreeSet<(&str, &str)> =
+        plan.basis.live.iter().filter(|m| plan.namespaces.contains(&m.namespace)).map(|m| (m.namespace.as_str(), m.name.as_str())).collect();
+    plan.guard = guard(&plan.changes, live_owned_apps.len(), safety);
+    Ok(plan)
+}
+
+fn owned_by(plan: &Plan, name: &str) -> String {
+    plan.ignored.iter().filter(|i| i.name == name).map(|i| format!("namespace `{}`, pm_id {}", i.namespace, i.pm_id)).collect::<Vec<_>>().join("; ")
+}
+
+fn desired_names(plan: &Plan) -> String {
+    let names: Vec<&str> = plan.changes.iter().filter(|c| c.action != Action::Delete).map(|c| c.name.as_str()).collect();
+    if names.is_empty() { "(none)".into() } else { names.join(", ") }
 }
 
 /// What a `create` will set: the attributes worth reading in review.
@@ -345,12 +417,13 @@ fn summarize(changes: &[Change]) -> Summary {
     summary
 }
 
-/// The blast-radius guard: too many deletes, or too large a share of the live owned
-/// apps disrupted at once (restart, replace, scale, delete). Creates disrupt nothing.
+/// The blast-radius guard guards against destruction, not releases: too many deletes,
+/// or too large a share of the live owned apps deleted or replaced at once. In-place
+/// updates (restart, reload, a code rollout) and scales keep every app; creates
+/// disrupt nothing. So a release that restarts every app passes.
 fn guard(changes: &[Change], live_owned_apps: usize, safety: &SafetySection) -> Guard {
     let deletes = changes.iter().filter(|c| c.action == Action::Delete).count();
-    let disrupted =
-        changes.iter().filter(|c| matches!(c.action, Action::Update | Action::Replace | Action::Scale | Action::Delete)).count();
+    let disrupted = changes.iter().filter(|c| matches!(c.action, Action::Replace | Action::Delete)).count();
     #[allow(clippy::cast_precision_loss)]
     let changed_fraction = if live_owned_apps == 0 { 0.0 } else { disrupted as f64 / live_owned_apps as f64 };
     let mut violations = Vec::new();
@@ -359,7 +432,7 @@ fn guard(changes: &[Change], live_owned_apps: usize, safety: &SafetySection) -> 
     }
     if disrupted >= 2 && changed_fraction > safety.max_changed_fraction {
         violations.push(format!(
-            "the plan disrupts {disrupted} of {live_owned_apps} live apps ({:.0}%); [safety] max_changed_fraction is {:.0}%",
+            "the plan deletes or replaces {disrupted} of {live_owned_apps} live apps ({:.0}%); [safety] max_changed_fraction is {:.0}%",
             changed_fraction * 100.0,
             safety.max_changed_fraction * 100.0
         ));
@@ -394,9 +467,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
-/// What a saved plan remembers of one desired app: its spec hash and instance count.
+/// What a saved plan remembers of one desired app: its spec hash, instance count and
+/// code revision.
 fn desired_mark(app: &DesiredApp) -> String {
-    format!("{}x{}", app.hash, app.instances)
+    match &app.revision {
+        Some(revision) => format!("{}x{}@{}", app.hash, app.instances, revision::short(revision)),
+        None => format!("{}x{}", app.hash, app.instances),
+    }
 }
 
 /// One hash for the whole desired state.
@@ -442,17 +519,17 @@ mod tests {
     #[test]
     fn restrict_keeps_only_the_named_apps_and_recomputes_the_guard() {
         let safety = SafetySection { max_changed_fraction: 0.1, ..SafetySection::default() };
-        let app = |name: &str, args: &str| json!({"name": name, "namespace": "web", "script": "s.js", "args": args});
-        let before = desired(json!([app("a", "1"), app("b", "1"), app("c", "1")]));
+        let app = |name: &str, script: &str| json!({"name": name, "namespace": "web", "script": script});
+        let before = desired(json!([app("a", "1.js"), app("b", "1.js"), app("c", "1.js")]));
         let state = live(before.iter().enumerate().map(|(i, d)| live_of(d, i as u64)).collect());
-        let after = desired(json!([app("a", "2"), app("b", "2"), app("c", "2")]));
+        let after = desired(json!([app("a", "2.js"), app("b", "2.js"), app("c", "2.js")]));
         let full = diff(&after, &state, &owned(), &safety, &Redactor::new(&[])).expect("a plan");
-        assert_eq!(full.summary.update, 3);
+        assert_eq!(full.summary.replace, 3);
         assert!(!full.guard.violations.is_empty(), "three of three disrupted trips the guard");
         let only: BTreeSet<String> = ["b".to_string()].into();
         let narrowed = restrict(full, &only, &safety);
         assert_eq!(narrowed.changes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["b"]);
-        assert_eq!(narrowed.summary.update, 1);
+        assert_eq!(narrowed.summary.replace, 1);
         assert!(narrowed.guard.violations.is_empty(), "one app alone passes: {:?}", narrowed.guard);
     }
 
@@ -591,11 +668,81 @@ mod tests {
     }
 
     #[test]
-    fn the_guard_counts_deletes_and_disrupted_share() {
+    fn a_changed_revision_is_an_update_of_that_app_only() {
+        let mut apps = desired(json!([api(json!({})), {"name": "b", "namespace": "web", "script": "b.js", "exec_mode": "cluster", "instances": 2}]));
+        apps[0].revision = Some("a".repeat(40));
+        apps[1].revision = Some("a".repeat(40));
+        let mut state = live(vec![live_of(&apps[0], 0), live_of(&apps[1], 1), live_of(&apps[1], 2)]);
+        assert!(!plan(&apps, &state).has_changes());
+        state.processes[0].revision = Some("b".repeat(40));
+        let p = plan(&apps, &state);
+        assert_eq!(action(&p, "api"), Action::Update);
+        assert_eq!(action(&p, "b"), Action::Noop);
+        let change = &p.changes[0];
+        assert_eq!(change.attributes.len(), 1);
+        assert_eq!(change.attributes[0].path, "revision");
+        assert_eq!(change.attributes[0].before, json!("bbbbbbbbbbbb"), "shown short, like a commit id");
+        assert_eq!(change.attributes[0].after, json!("aaaaaaaaaaaa"));
+        assert!(change.downtime, "a fork app restarts");
+        // A cluster app reloads without downtime.
+        state.processes[2].revision = Some("b".repeat(40));
+        let p = plan(&apps, &state);
+        assert_eq!(action(&p, "b"), Action::Update);
+        assert!(!p.changes.iter().find(|c| c.name == "b").unwrap().downtime);
+    }
+
+    #[test]
+    fn an_unstamped_process_rolls_out_only_when_its_code_changed_after_it_started() {
+        let mut apps = desired(json!([api(json!({}))]));
+        apps[0].revision = Some("a".repeat(40));
+        let mut process = live_of(&apps[0], 0);
+        process.revision = None;
+        process.started_at_ms = Some(2_000);
+        apps[0].code_changed_ms = Some(1_000);
+        assert_eq!(action(&plan(&apps, &live(vec![process.clone()])), "api"), Action::Noop, "an upgrade alone rolls nothing out");
+        apps[0].code_changed_ms = Some(3_000);
+        let p = plan(&apps, &live(vec![process]));
+        assert_eq!(action(&p, "api"), Action::Update);
+        assert_eq!(p.changes[0].attributes[0].before, json!(UNSTAMPED));
+    }
+
+    #[test]
+    fn restart_turns_a_noop_into_an_update_and_refuses_unknown_names() {
+        let apps = desired(json!([api(json!({})), {"name": "b", "namespace": "web", "script": "b.js", "exec_mode": "fork"}]));
+        let state = live(vec![live_of(&apps[0], 0), live_of(&apps[1], 1), foreign("stock-alert", "stock", 2), foreign("old", "web", 3)]);
+        let safety = SafetySection::default();
+        let p = restart(plan(&apps, &state), &["api".into()], &safety).unwrap();
+        assert_eq!(action(&p, "api"), Action::Update);
+        assert_eq!(p.changes[0].reason, Some(Reason::Restart));
+        assert_eq!(action(&p, "b"), Action::Noop);
+        assert_eq!(p.summary.update, 1);
+        let err = restart(plan(&apps, &state), &["stock-alert".into()], &safety).unwrap_err();
+        assert!(err.contains("namespace `stock`, pm_id 2") && err.contains("never touches"), "{err}");
+        let err = restart(plan(&apps, &state), &["nope".into()], &safety).unwrap_err();
+        assert!(err.contains("not an app of this project") && err.contains("api, b"), "{err}");
+        let err = restart(plan(&apps, &state), &["old".into()], &safety).unwrap_err();
+        assert!(err.contains("not in the desired state"), "{err}");
+        let all = restart(plan(&apps, &state), &["api".into(), "b".into()], &safety).unwrap();
+        assert!(all.guard.violations.is_empty(), "restarting every app is a release: {:?}", all.guard);
+    }
+
+    #[test]
+    fn the_guard_counts_deletes_and_replaces_not_updates() {
+        // Every app updated in place (incident 000's release): not destruction.
         let apps = desired(json!([api(json!({"env": {"PORT": 1}})), {"name": "b", "namespace": "web", "script": "b.js", "exec_mode": "fork"}]));
         let old = desired(json!([api(json!({})), {"name": "b", "namespace": "web", "script": "b.js", "exec_mode": "fork", "env": {"X": "1"}}]));
         let state = live(vec![live_of(&old[0], 0), live_of(&old[1], 1)]);
         let p = plan(&apps, &state);
+        assert_eq!(p.summary.update + p.summary.replace, 2);
+        assert_eq!(p.guard.changed_fraction, 0.5, "b's env removal replaces it; api's update does not count");
+        assert!(p.guard.violations.is_empty(), "{:?}", p.guard);
+        let released = desired(json!([api(json!({"env": {"PORT": 1}})), {"name": "b", "namespace": "web", "script": "b.js", "exec_mode": "fork", "env": {"X": "2"}}]));
+        let p = plan(&released, &state);
+        assert_eq!(p.summary.update, 2);
+        assert_eq!(p.guard.changed_fraction, 0.0);
+        // Replacing both is still refused.
+        let moved = desired(json!([api(json!({"script": "x.js"})), {"name": "b", "namespace": "web", "script": "y.js", "exec_mode": "fork", "env": {"X": "1"}}]));
+        let p = plan(&moved, &state);
         assert_eq!(p.guard.changed_fraction, 1.0);
         assert_eq!(p.guard.violations.len(), 1, "{:?}", p.guard);
         let pruning = SafetySection { prune: true, max_deletes: 0, ..SafetySection::default() };

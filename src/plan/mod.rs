@@ -5,5 +5,5 @@ pub mod baseline;
 pub mod diff;
 pub mod model;
 
-pub use diff::{Conflict, diff, restrict};
+pub use diff::{Conflict, diff, restart, restrict};
 pub use model::{Action, AttributeChange, Basis, Change, LiveMark, Plan};

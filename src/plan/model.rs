@@ -61,6 +61,8 @@ pub enum Reason {
     SpecHashChanged,
     /// Live, but stopped or errored.
     NotRunning,
+    /// Nothing changed; `apply --restart NAME` asked for a rollout.
+    Restart,
     /// Owned and live, not desired.
     NotDesired,
 }
@@ -89,6 +91,10 @@ pub struct Change {
     /// The desired spec hash (absent for `delete`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
+    /// The change stops the app for a while: a restart of a fork app, or a delete and
+    /// start. A cluster app is reloaded one instance at a time, without downtime.
+    #[serde(default)]
+    pub downtime: bool,
 }
 
 /// A live process outside the owned namespaces: listed, never acted on.
@@ -115,7 +121,8 @@ pub struct Summary {
 pub struct Guard {
     pub deletes: usize,
     pub max_deletes: usize,
-    /// Live owned apps the plan restarts, replaces, scales or deletes, over all live owned apps.
+    /// Live owned apps the plan deletes or replaces, over all live owned apps (in-place
+    /// updates are releases, not destruction, and do not count).
     pub changed_fraction: f64,
     pub max_changed_fraction: f64,
     /// Why apply would refuse (empty: within limits).

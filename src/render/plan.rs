@@ -61,7 +61,7 @@ pub fn human(plan: &Plan) -> String {
         } else {
             format!("  [pm_id {}]", change.pm_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
         };
-        let _ = writeln!(out, "  {s}{:>3}{s:#} {bold}{}{bold:#} ({}) {}{ids}", change.action.symbol(), change.name, change.namespace, verb(change.action));
+        let _ = writeln!(out, "  {s}{:>3}{s:#} {bold}{}{bold:#} ({}) {}{ids}{}", change.action.symbol(), change.name, change.namespace, verb(change.action), downtime(change));
         for attribute in &change.attributes {
             write_attribute(&mut out, change, attribute);
         }
@@ -88,6 +88,15 @@ pub fn human(plan: &Plan) -> String {
     }
     let _ = writeln!(out, "\n{bold}{}{bold:#}", summary_line(plan));
     out
+}
+
+/// Says when a change stops the app for a while (a fork app's restart, a replace).
+fn downtime(change: &Change) -> &'static str {
+    match (change.downtime, change.action) {
+        (false, _) => "",
+        (true, Action::Replace) => " (downtime: deleted, then started)",
+        (true, _) => " (downtime: a fork app restarts)",
+    }
 }
 
 fn write_attribute(out: &mut String, change: &Change, attribute: &AttributeChange) {
@@ -145,7 +154,10 @@ pub fn markdown(plan: &Plan) -> String {
         for change in &changes {
             let forcing: Vec<String> =
                 change.attributes.iter().filter(|a| a.forces_replacement).map(|a| format!("`{}`", a.path)).collect();
-            let note = if forcing.is_empty() { String::new() } else { format!(" (forced by {})", forcing.join(", ")) };
+            let mut note = if forcing.is_empty() { String::new() } else { format!(" (forced by {})", forcing.join(", ")) };
+            if change.downtime {
+                note.push_str(" (downtime)");
+            }
             let _ = writeln!(
                 out,
                 "| `{}` | `{}` | `{}` | **{}**{note} | {} |",
@@ -213,18 +225,25 @@ mod tests {
             app("env", json!({"env": {"PORT": 3000, "MOTD": "hello\nworld\n", "API_TOKEN": "old"}})),
             app("moved", json!({})),
             app("scaled", json!({"instances": 1, "exec_mode": "cluster"})),
+            app("code", json!({"instances": 2, "exec_mode": "cluster"})),
         ]));
-        let new = desired(json!([
+        let mut new = desired(json!([
             app("same", json!({})),
             app("env", json!({"env": {"PORT": 3001, "MOTD": "hello\nthere\n", "API_TOKEN": "new"}})),
             app("moved", json!({"script": "other.js"})),
             app("scaled", json!({"instances": 3, "exec_mode": "cluster"})),
             app("fresh", json!({"args": ["--queue", "q1"]})),
+            app("code", json!({"instances": 2, "exec_mode": "cluster"})),
         ]));
+        // New code for `code`: a cluster app, reloaded without downtime.
+        new[5].revision = Some("9fceb02d0ae598e95dc970b74767f19372d61af8".into());
         let mut processes: Vec<_> = old.iter().enumerate().map(|(i, d)| live_of(d, i as u64)).collect();
+        processes.push(live_of(&old[4], 7));
+        processes[4].revision = Some("0c3a1f9e7d2b4a6c8e0f1a2b3c4d5e6f7a8b9c0d".into());
+        processes[5].revision = Some("0c3a1f9e7d2b4a6c8e0f1a2b3c4d5e6f7a8b9c0d".into());
         processes[3].spec_hash = None;
-        processes.push(foreign("stock-alert", "stock-alert", 4));
-        processes.push(foreign("old-job", "web", 5));
+        processes.push(foreign("stock-alert", "stock-alert", 5));
+        processes.push(foreign("old-job", "web", 6));
         let safety = SafetySection { prune: true, ..SafetySection::default() };
         let mut plan =
             crate::plan::diff(&new, &live(processes), &["web".into()], &safety, &Redactor::new(&["*TOKEN*".into()])).unwrap();

@@ -587,7 +587,7 @@ impl<L: Loader> Agent<L> {
         }
         self.emit(&Report::Healing { apps })?;
         let (project, home) = (self.project.clone(), self.home.clone());
-        let options = Options { auto_approve: true, allow_blast_radius: false, rollback: false, only: Some(allowed.clone()) };
+        let options = Options { auto_approve: true, allow_blast_radius: false, rollback: false, only: Some(allowed.clone()), ..Options::default() };
         self.heal = Some(Box::pin(async move {
             let _lock = lock;
             let request = Request { project: &project, home: &home, desired: &desired, saved: None };
