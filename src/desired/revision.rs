@@ -475,6 +475,46 @@ mod tests {
         assert_eq!(view(dir, &["ecosystem.config.js"]).revision(&[]).unwrap().id, excluded.id);
     }
 
+    /// The figure in the README: a 10,000-file repository, three files edited and one
+    /// added. Run with `cargo test --release --lib revision_of_a_10k_file_repo -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn revision_of_a_10k_file_repo() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = &std::fs::canonicalize(tmp.path()).unwrap();
+        git(dir, &["init", "-q"]);
+        for d in 0..100 {
+            for f in 0..100 {
+                write(dir, &format!("packages/p{d}/src/file{f}.js"), &format!("module.exports = {d} * {f};\n"));
+            }
+        }
+        write(dir, "ecosystem.config.js", "module.exports = {apps: []};\n");
+        git(dir, &["add", "."]);
+        git(dir, &["commit", "-qm", "10k files"]);
+        write(dir, "packages/p1/src/file1.js", "changed\n");
+        write(dir, "packages/p50/src/file7.js", "changed\n");
+        write(dir, "packages/p99/src/file99.js", "changed\n");
+        write(dir, "packages/p3/src/new.js", "new\n");
+        let excluded = [dir.join("ecosystem.config.js"), dir.join("reconcile.toml")];
+        let mut times = Vec::new();
+        let narrow = [PathBuf::from("packages/p1"), PathBuf::from("packages/p2")];
+        let mut narrow_times = Vec::new();
+        for _ in 0..7 {
+            let start = std::time::Instant::now();
+            let view = GitView::open(dir, At::WorkTree, &excluded).unwrap();
+            let whole = view.revision(&[]).unwrap();
+            times.push(start.elapsed());
+            let start = std::time::Instant::now();
+            let view = GitView::open(dir, At::WorkTree, &excluded).unwrap();
+            let narrowed = view.revision(&narrow).unwrap();
+            narrow_times.push(start.elapsed());
+            assert_ne!(whole.id, narrowed.id);
+        }
+        times.sort();
+        narrow_times.sort();
+        println!("10k files, 4 dirty: whole tree {:?} (median of 7; min {:?}), narrowed to 2 dirs {:?}", times[3], times[0], narrow_times[3]);
+    }
+
     #[test]
     fn narrowed_paths_see_only_their_changes() {
         let tmp = tempfile::tempdir().unwrap();

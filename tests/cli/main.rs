@@ -7,6 +7,7 @@ mod support;
 
 mod apply;
 mod ci_examples;
+mod deploy;
 mod docs;
 mod faults;
 mod import;
