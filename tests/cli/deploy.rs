@@ -384,6 +384,18 @@ fn a_cluster_rollout_fails_no_more_requests_than_pm2_reload() {
     let (ours_ok, ours_failed, applied) = under_load(port, || d.apply(&[]));
     expect(&applied, 0);
     assert_eq!(get(port).as_deref(), Some("v2"), "the new code serves");
+    // One instance at a time: each reloaded worker is healthy before the next is touched.
+    let journal = std::fs::read_to_string(d.project.join(".reconcile/journal.jsonl")).unwrap();
+    let lines: Vec<Value> = journal.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let run = lines.last().unwrap()["run"].clone();
+    let steps: Vec<(String, u64)> = lines
+        .iter()
+        .filter(|l| l["run"] == run && (l["event"] == "action" || l["event"] == "healthy"))
+        .map(|l| (l["call"].as_str().unwrap_or("healthy").to_string(), l["pm_id"].as_u64().unwrap()))
+        .collect();
+    let ids: Vec<u64> = steps.iter().map(|s| s.1).collect();
+    assert_eq!(steps.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["reload", "healthy", "reload", "healthy"], "{steps:?}");
+    assert!(ids[0] == ids[1] && ids[2] == ids[3] && ids[0] != ids[2], "{steps:?}");
     eprintln!("failed requests: reconcile apply {ours_failed} of {}, pm2 reload {pm2_failed} of {}", ours_ok + ours_failed, pm2_ok + pm2_failed);
     assert!(ours_ok > 10 && pm2_ok > 10, "the load ran: {ours_ok} and {pm2_ok} requests served");
     assert!(ours_failed <= pm2_failed, "reconcile failed {ours_failed} requests, pm2 reload {pm2_failed}");
