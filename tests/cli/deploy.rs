@@ -401,3 +401,83 @@ fn a_cluster_rollout_fails_no_more_requests_than_pm2_reload() {
     assert!(ours_failed <= pm2_failed, "reconcile failed {ours_failed} requests, pm2 reload {pm2_failed}");
     d.assert_foreign_untouched();
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let name = entry.file_name();
+        if ["dist", "logs", ".reconcile"].iter().any(|skip| name == *skip) {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(&name));
+        } else {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// `examples/deploy/deploy.sh`: incident 000's deploy job (build, then `reconcile apply`),
+/// run three times on a fresh host: the first release, a code change, and a re-run.
+#[test]
+fn the_deploy_example_plays_incident_000s_job_end_to_end() {
+    let home = Pm2Home::start();
+    home.start_sleep("stock-alert", "stock-alert");
+    let foreign = home.bystanders("flyer-crawler");
+    let dir = home.path().join("flyer-crawler");
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/deploy"), &dir);
+    git(&dir, &["init", "-q"]);
+    git(&dir, &["add", "-A"]);
+    git(&dir, &["commit", "-qm", "v0.15.0"]);
+    let port = free_port();
+    let deploy = || {
+        let mut cmd = Command::new("bash");
+        cmd.arg(dir.join("deploy.sh"))
+            .current_dir(&dir)
+            .env("PM2_HOME", home.path())
+            .env("HOME", &dir)
+            .env("RECONCILE", env!("CARGO_BIN_EXE_reconcile"))
+            .env("RECONCILE_PM2", crate::support::pm2_package())
+            .env("FLYER_PORT", port.to_string())
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG");
+        let out = run_with_timeout(&mut cmd, Duration::from_secs(120));
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        assert!(out.status.success(), "deploy.sh failed:\n{stdout}\n{stderr}");
+        stdout
+    };
+    let pids = || -> BTreeMap<String, Value> {
+        home.jlist()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["pm2_env"]["namespace"] == "flyer-crawler")
+            .map(|p| (p["name"].as_str().unwrap().to_string(), p["pid"].clone()))
+            .collect()
+    };
+    let apps = ["flyer-crawler-analytics-worker", "flyer-crawler-api", "flyer-crawler-worker"];
+
+    // The first release: three apps created, healthy, serving.
+    let first = deploy();
+    assert!(first.contains("built 4 files"), "{first}");
+    let started = pids();
+    assert_eq!(started.keys().collect::<Vec<_>>(), apps, "{first}");
+    assert_eq!(get(port).as_deref(), Some("flyer-crawler 0.15.0\n"));
+
+    // A release with new code: one commit, every app of the code base rolls out, and
+    // the default blast-radius guard lets it through.
+    std::fs::write(dir.join("src/version.js"), "module.exports = { version: '0.15.1' };\n").unwrap();
+    git(&dir, &["commit", "-qam", "v0.15.1"]);
+    let second = deploy();
+    assert!(second.contains("revision:"), "{second}");
+    let released = pids();
+    assert!(apps.iter().all(|a| released[*a] != started[*a]), "every app restarted: {started:?} → {released:?}");
+    assert_eq!(get(port).as_deref(), Some("flyer-crawler 0.15.1\n"));
+
+    // The same job again (a re-run, or a commit that changes nothing): nothing is touched.
+    git(&dir, &["commit", "-q", "--allow-empty", "-m", "docs only"]);
+    let third = deploy();
+    assert!(third.contains("No changes"), "{third}");
+    assert_eq!(pids(), released);
+    assert_eq!(home.bystanders("flyer-crawler"), foreign, "stock-alert untouched");
+}

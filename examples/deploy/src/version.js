@@ -1,0 +1,1 @@
+module.exports = { version: '0.15.0' };
