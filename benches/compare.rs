@@ -12,7 +12,9 @@
 //!   --update-env`;
 //! - `reconcile lint` of a 1,000-app file (once);
 //! - `reconcile watch` idle resident memory and CPU next to the PM2 daemon's
-//!   (at one N).
+//!   (at one N);
+//! - rolling out new code to one app among N, and failed requests during a cluster
+//!   rollout under HTTP load (`compare/rollout.rs`; `BENCH_ROLLOUT_N`, `BENCH_ROLLOUT_RUNS`).
 //!
 //! It prints a table of ratios and how each figure grows with N, and writes the same
 //! as JSON to `target/bench/compare.json`. Every daemon lives in a private
@@ -27,6 +29,9 @@
 
 #[path = "../tests/cli/support/mod.rs"]
 mod support;
+// Code rollouts (issue 13): one app's new code among N, and a cluster rollout under load.
+#[path = "compare/rollout.rs"]
+mod rollout;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -687,6 +692,8 @@ fn main() {
         results.push(at);
         watch = watch.or(watched);
     }
+    let target = Path::new(env!("CARGO_BIN_EXE_reconcile")).parent().and_then(Path::parent).map_or_else(|| PathBuf::from("target"), Path::to_path_buf);
+    homes.extend(rollout::run(&runner, &target));
     let total_s = started.elapsed().as_secs_f64();
     let left = leftovers(&homes);
 

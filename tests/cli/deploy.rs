@@ -4,17 +4,13 @@
 //! count and status, read with `pm2 jlist`).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Pm2Home, run, run_with_timeout, sleep_app};
+use crate::support::{Pm2Home, free_port, get, run, run_with_timeout, sleep_app, under_load};
 
 type Result3 = (i32, String, String, Duration);
 
@@ -314,50 +310,6 @@ fn graceful_server(version: &str) -> String {
          process.on('SIGINT', stop);\n\
          process.on('message', (m) => {{ if (m === 'shutdown') stop(); }});\n"
     )
-}
-
-/// One GET on a new connection; the body, or `None` on any failure.
-pub fn get(port: u16) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(5)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    stream.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    if !text.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    text.split("\r\n\r\n").nth(1).map(str::to_string)
-}
-
-/// Steady load on `port` from two clients while `during` runs: (ok, failed).
-pub fn under_load<T>(port: u16, during: impl FnOnce() -> T) -> (usize, usize, T) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..2)
-        .map(|_| {
-            let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match get(port) {
-                        Some(_) => ok.fetch_add(1, Ordering::Relaxed),
-                        None => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
-        })
-        .collect();
-    let result = during();
-    stop.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.join().unwrap();
-    }
-    (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed), result)
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]

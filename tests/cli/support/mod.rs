@@ -372,3 +372,50 @@ pub fn sleep_app(name: &str, extra: Value) -> Value {
     }
     app
 }
+
+// HTTP on loopback, for rollouts under load (deploy tests and the benchmark).
+
+/// One GET on a new connection; the body, or `None` on any failure.
+pub fn get(port: u16) -> Option<String> {
+    let mut stream = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(5)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    std::io::Write::write_all(&mut stream, b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut text).ok()?;
+    if !text.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    text.split("\r\n\r\n").nth(1).map(str::to_string)
+}
+
+/// Steady load on `port` from two clients while `during` runs: (ok, failed).
+pub fn under_load<T>(port: u16, during: impl FnOnce() -> T) -> (usize, usize, T) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ok = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, ok, failed) = (std::sync::Arc::clone(&stop), std::sync::Arc::clone(&ok), std::sync::Arc::clone(&failed));
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match get(port) {
+                        Some(_) => ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                        None => failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    };
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    let result = during();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    (ok.load(std::sync::atomic::Ordering::Relaxed), failed.load(std::sync::atomic::Ordering::Relaxed), result)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
