@@ -8,6 +8,7 @@ mod support;
 mod apply;
 mod ci_examples;
 mod docs;
+mod dump;
 mod faults;
 mod import;
 mod lint;
