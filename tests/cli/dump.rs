@@ -266,3 +266,72 @@ fn an_unreadable_dump_is_not_overwritten_and_apply_says_what_to_do() {
     assert!(out.contains("Saved to PM2's dump"), "{out}");
     assert_eq!(entry_names(&w.dump()), [pair("web", "mine")]);
 }
+
+/// The JSON lines of a running `reconcile watch`, read on a thread.
+struct WatchLines {
+    _child: crate::support::Spawned,
+    rx: std::sync::mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl WatchLines {
+    fn start(w: &World) -> Self {
+        use std::io::BufRead;
+        let mut cmd = w.home.reconcile();
+        cmd.args(["--format", "json", "watch", "--interval", "1"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().expect("spawn reconcile watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line).unwrap_or_else(|_| json!({"kind": "NOT JSON", "line": line}));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { _child: crate::support::Spawned(child), rx, seen: Vec::new() }
+    }
+
+    /// The first line from `from` on that matches, within 30 s.
+    #[track_caller]
+    fn wait(&mut self, from: usize, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(found) = self.seen.iter().skip(from).find(|l| pred(l)) {
+                return found.clone();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no {what} within 30 s; lines:\n{}", self.seen.iter().map(Value::to_string).collect::<Vec<_>>().join("\n")),
+            }
+        }
+    }
+}
+
+#[test]
+fn watch_reports_an_unsaved_app_and_its_clearing_once_apply_saves_it() {
+    let w = World::new("");
+    w.write(&[sleep_app("web", json!({"env": {"MODE": "blue"}})), sleep_app("api", json!({}))]);
+    w.apply_ok();
+    let mut watch = WatchLines::start(&w);
+    watch.wait(0, "the start plan", |l| l["kind"] == "plan");
+    let mark = watch.seen.len();
+
+    let mut restart = w.home.pm2_command(&["restart", "web", "--namespace", "mine", "--update-env"]);
+    restart.env("MODE", "green");
+    let done = run_with_timeout(&mut restart, Duration::from_secs(60));
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let line = watch.wait(mark, "an unsaved drift", |l| l["kind"] == "drift" && l["reason"] == "unsaved");
+    assert_eq!((&line["app"], &line["namespace"]), (&json!("web"), &json!("mine")), "{line}");
+    assert!(line["detail"].as_str().is_some_and(|d| d.contains("env.MODE")), "{line}");
+
+    w.apply_ok();
+    watch.wait(mark, "the unsaved drift to clear", |l| l["kind"] == "drift_cleared" && l["reason"] == "unsaved" && l["app"] == "web");
+    let unsaved_api = watch.seen.iter().any(|l| l["kind"] == "drift" && l["reason"] == "unsaved" && l["app"] == "api");
+    assert!(!unsaved_api, "api was never unsaved");
+}
