@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::dump;
 use super::execute::{Event, Executor, Outcome, Settings};
 use super::journal::{self, Journal, JournalError};
 use super::preflight::{self, PortClaim};
@@ -83,6 +84,8 @@ pub struct Report {
     pub verdict: Verdict,
     /// The journal written (absent when nothing was journaled).
     pub journal: Option<PathBuf>,
+    /// What became of PM2's dump (absent when the apply was refused before acting).
+    pub dump: Option<dump::SaveOutcome>,
     pub elapsed_ms: u128,
 }
 
@@ -131,6 +134,7 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
         plan,
         verdict,
         journal: journal.map(|j| j.path().to_path_buf()),
+        dump: None,
         elapsed_ms: started.elapsed().as_millis(),
     };
 
@@ -185,8 +189,11 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
 
     progress.planned(&plan).map_err(PipelineError::Output)?;
     if !plan.has_changes() {
+        // Nothing to change, but the dump may still lag (never saved, or an earlier
+        // apply with `[pm2] save = false`): promise 10 holds after every apply.
+        let dump = save_dump(project, home, &mut client, options, true, &mut journal).await?;
         journal.record("end", json!({"outcome": "noop"}))?;
-        return Ok(report(Some(plan), Verdict::Noop, Some(&journal)));
+        return Ok(Report { dump: Some(dump), ..report(Some(plan), Verdict::Noop, Some(&journal)) });
     }
 
     // Promise 2.
@@ -232,6 +239,8 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
     // Promise 7: bystanders untouched, and a fresh plan empty (for the apps in scope).
     let (problems, after) = verify_after(project, &mut client, desired, &before, &redactor, options.only.as_ref()).await;
     let ok = outcome.succeeded() && problems.is_empty();
+    // Promise 10: only the state of a successful apply is what a reboot brings back.
+    let dump = save_dump(project, home, &mut client, options, ok, &mut journal).await?;
     journal.record(
         "end",
         json!({
@@ -243,7 +252,30 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
             "elapsed_ms": started.elapsed().as_millis() as u64,
         }),
     )?;
-    Ok(report(Some(plan), Verdict::Done { ok, outcome, problems }, Some(&journal)))
+    Ok(Report { dump: Some(dump), ..report(Some(plan), Verdict::Done { ok, outcome, problems }, Some(&journal)) })
+}
+
+/// Promise 10: writes the owned apps' live state into PM2's dump (see [`dump`]),
+/// unless `[pm2] save = false` or the apply failed, and journals what became of it.
+async fn save_dump(
+    project: &Project,
+    home: &Pm2Home,
+    client: &mut Pm2Client,
+    options: &Options,
+    succeeded: bool,
+    journal: &mut Journal,
+) -> Result<dump::SaveOutcome, PipelineError> {
+    let settings = &project.settings;
+    let outcome = if !settings.pm2.save {
+        dump::SaveOutcome::Off
+    } else if !succeeded {
+        dump::SaveOutcome::Skipped { reason: "the apply failed: the dump keeps the last saved state".into() }
+    } else {
+        let scope = dump::Scope { namespaces: &settings.project.namespaces, only: options.only.as_ref() };
+        dump::save(client, &home.dir, &scope).await
+    };
+    journal.record("dump", outcome.journal_value())?;
+    Ok(outcome)
 }
 
 fn begin_record(project: &Project, home: &Pm2Home, options: &Options, saved: Option<&Path>, plan: &Plan, before: &LiveState, redactor: &Redactor) -> Value {

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::{live_source, open_project, print, require_format};
 use crate::ExitStatus;
+use crate::apply::dump::SaveOutcome;
 use crate::apply::execute::{Event, Outcome};
 use crate::apply::pipeline::{Options, Progress, Request, Verdict, apply_once};
 use crate::apply::{ApplyLock, Holder};
@@ -45,6 +46,9 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitStatus> {
     let runtime = crate::live::runtime().context("starting the async runtime")?;
     let report = runtime.block_on(apply_once(request, &options, &mut terminal))?;
     let journal = report.journal.as_deref().unwrap_or(Path::new(""));
+    let dump = report.dump.as_ref();
+    let dump_json = dump.map_or(Value::Null, SaveOutcome::journal_value);
+    let dump_failed = dump.is_some_and(SaveOutcome::failed);
     match report.verdict {
         Verdict::Conflicts(conflicts) => {
             super::plan::report_conflicts(&project, &conflicts, desired.len())?;
@@ -53,18 +57,40 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitStatus> {
         Verdict::Refused(why) => bail!("{why}"),
         Verdict::Noop => {
             if global.format == Format::Json {
-                print(&format!("{}\n", json!({"outcome": "noop", "actions": [], "journal": journal})))?;
+                print(&format!("{}\n", json!({"outcome": "noop", "actions": [], "journal": journal, "dump": dump_json})))?;
+            } else {
+                tell_dump(dump)?;
             }
-            Ok(ExitStatus::Success)
+            Ok(if dump_failed { ExitStatus::Error } else { ExitStatus::Success })
         }
         Verdict::Done { ok, outcome, problems } => {
             match global.format {
-                Format::Json => print(&format!("{}\n", outcome_json(ok, &outcome, &problems, journal)))?,
-                _ => print(&render::apply::summary(&outcome, &problems, report.elapsed_ms))?,
+                Format::Json => {
+                    let mut value = outcome_json(ok, &outcome, &problems, journal);
+                    value["dump"] = dump_json;
+                    print(&format!("{value}\n"))?;
+                }
+                _ => {
+                    print(&render::apply::summary(&outcome, &problems, report.elapsed_ms))?;
+                    tell_dump(dump)?;
+                }
             }
-            Ok(if ok { ExitStatus::Success } else { ExitStatus::Error })
+            Ok(if ok && !dump_failed { ExitStatus::Success } else { ExitStatus::Error })
         }
     }
+}
+
+/// What became of PM2's dump, for people: a line on stdout, or the error on stderr.
+fn tell_dump(dump: Option<&SaveOutcome>) -> Result<()> {
+    let Some(line) = dump.and_then(SaveOutcome::human) else { return Ok(()) };
+    if dump.is_some_and(SaveOutcome::failed) {
+        let e = render::style::ERROR;
+        let mut stderr = anstream::stderr().lock();
+        writeln!(stderr, "{e}error{e:#}: {line}")?;
+    } else {
+        print(&format!("{line}\n"))?;
+    }
+    Ok(())
 }
 
 /// A saved plan, read and checked for shape.

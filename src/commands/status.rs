@@ -8,7 +8,8 @@ use super::{live_source, open_project, require_format};
 use crate::ExitStatus;
 use crate::cli::{Cli, Format, StatusArgs};
 use crate::live::health::{self, HealthThresholds};
-use crate::live;
+use crate::apply::dump;
+use crate::live::{self, LiveSource};
 use crate::render;
 
 /// Runs `reconcile status`. Exit 0 when the list was read, warnings or not (they are
@@ -20,8 +21,22 @@ pub fn run(cli: &Cli, _args: &StatusArgs) -> Result<ExitStatus> {
     let project = open_project(&cli.global)?;
     let settings = project.as_ref().map(|p| p.settings.clone()).unwrap_or_default();
     let source = live_source(&cli.global, project.as_ref())?;
+    let timeout = Duration::from_millis(settings.pm2.timeout_ms);
+    let fetched = live::fetch(&source, timeout)?;
+    // Before parsing (which consumes the replies): the owned apps' whole `pm2_env`s,
+    // compared with PM2's dump.
+    let dump = match (&project, &source) {
+        (Some(project), LiveSource::Daemon(home)) if project.settings.pm2.save => {
+            let scope = dump::Scope { namespaces: &project.settings.project.namespaces, only: None };
+            fetched
+                .list_text()
+                .and_then(|text| dump::live_entries_from_text(text, &scope).ok())
+                .map(|live| dump::check(&home.dir, &live, &scope))
+        }
+        _ => None,
+    };
     // Status shows no env and no options: the list is read without them.
-    let state = live::read_summary(&source, Duration::from_millis(settings.pm2.timeout_ms))?;
+    let state = fetched.parse_with(live::model::Detail::Summary)?;
     let thresholds = HealthThresholds {
         crash_restarts: settings.health.crash_restarts,
         crash_window_restarts: settings.health.crash_window_restarts,
@@ -29,8 +44,16 @@ pub fn run(cli: &Cli, _args: &StatusArgs) -> Result<ExitStatus> {
     };
     let owns = |ns: &str| project.as_ref().is_some_and(|p| p.owns(ns));
     tracing::debug!(processes = state.processes.len(), "live state read");
-    let report = health::assess(&state, thresholds, project.is_some(), owns);
-    render::status::write(&report, format, cli.global.color)?;
+    let mut report = health::assess(&state, thresholds, project.is_some(), owns);
+    if let Some(check) = &dump
+        && check.error.is_none()
+    {
+        let unsaved: std::collections::BTreeSet<u64> = check.unsaved.iter().flat_map(|u| u.pm_ids.iter().copied()).collect();
+        for row in report.processes.iter_mut().filter(|r| r.owned) {
+            row.unsaved = Some(unsaved.contains(&row.pm_id));
+        }
+    }
+    render::status::write(&report, dump.as_ref(), format, cli.global.color)?;
     tracing::debug!("status written");
     Ok(ExitStatus::Success)
 }

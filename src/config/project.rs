@@ -76,11 +76,15 @@ pub struct Pm2Section {
     /// Deadline for every call to the daemon.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Keep PM2's dump (`dump.pm2`) in step with what `apply` applied, and report
+    /// owned apps whose live state differs from it (`unsaved`). Default true.
+    #[serde(default = "default_true")]
+    pub save: bool,
 }
 
 impl Default for Pm2Section {
     fn default() -> Self {
-        Self { home: None, timeout_ms: default_timeout_ms() }
+        Self { home: None, timeout_ms: default_timeout_ms(), save: true }
     }
 }
 
@@ -393,6 +397,7 @@ mod tests {
     fn defaults_apply_when_sections_are_missing() {
         let settings = Project::parse(Path::new("r.toml"), "[project]\nnamespaces = [\"a\"]\n").unwrap();
         assert_eq!(settings.pm2.timeout_ms, 10_000);
+        assert!(settings.pm2.save, "the dump is kept by default");
         assert_eq!(settings.safety.max_deletes, 2);
         assert!(settings.project.allow_js);
         assert_eq!(settings.secrets.patterns.len(), 5);
@@ -425,6 +430,14 @@ mod tests {
         assert!(err.to_string().contains("bad glob `a/{b`"), "{err}");
         let err = Project::parse(Path::new("r.toml"), "[revision]\nmode = \"svn\"\n").unwrap_err();
         assert!(err.to_string().contains("r.toml:2:8"), "{err}");
+    }
+
+    #[test]
+    fn pm2_save_is_a_boolean() {
+        let settings = Project::parse(Path::new("r.toml"), "[pm2]\nsave = false\n").unwrap();
+        assert!(!settings.pm2.save);
+        let err = Project::parse(Path::new("r.toml"), "[pm2]\nsave = \"no\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("r.toml:2:"), "{err}");
     }
 
     #[test]

@@ -53,6 +53,11 @@ pub struct StatusRow {
     pub exec_mode: ExecMode,
     pub memory: Option<u64>,
     pub cpu: Option<f64>,
+    /// For an owned process, whether its app differs from PM2's dump (what a reboot
+    /// brings back); absent when the dump is not compared (`[pm2] save = false`, no
+    /// project, a snapshot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsaved: Option<bool>,
 }
 
 /// Counts for the footer.
@@ -102,6 +107,7 @@ pub fn assess(
             exec_mode: p.exec_mode,
             memory: p.monit.map(|m| m.memory),
             cpu: p.monit.map(|m| m.cpu),
+            unsaved: None,
         });
         let warn = |kind, message: String| HealthWarning {
             kind,

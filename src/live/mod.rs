@@ -133,6 +133,18 @@ impl Fetched {
         self.parse_with(model::Detail::Full)
     }
 
+    /// The daemon's process list as it sent it (`getMonitorData`'s JSON text, not
+    /// parsed), for what needs whole `pm2_env`s (the dump comparison of
+    /// [`crate::apply::dump`]); `None` for a snapshot or a list the daemon did not send.
+    pub fn list_text(&self) -> Option<&str> {
+        match &self.inner {
+            FetchedInner::Snapshot(_) => None,
+            FetchedInner::Daemon(fetched) => {
+                fetched.2.iter().find(|r| r.method() == "getMonitorData").and_then(|r| r.first_arg_text().ok().flatten())
+            }
+        }
+    }
+
     /// [`Fetched::parse`], reading as much of each process as `detail` says.
     pub fn parse_with(self, detail: model::Detail) -> Result<LiveState, LiveError> {
         match self.inner {

@@ -7,14 +7,26 @@
 use std::io::{self, Write};
 
 use anstyle::{AnsiColor, Style};
+use serde::Serialize;
 
 use super::style;
+use crate::apply::dump::DumpCheck;
 use crate::cli::{ColorChoice, Format};
 use crate::live::ProcessStatus;
 use crate::live::health::{StatusReport, StatusRow};
 
-/// Writes the report to stdout (and, for people, warnings to stderr).
-pub fn write(report: &StatusReport, format: Format, color: ColorChoice) -> io::Result<()> {
+/// The JSON document: the report, and the dump comparison when there is one.
+#[derive(Serialize)]
+struct Document<'a> {
+    #[serde(flatten)]
+    report: &'a StatusReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dump: Option<&'a DumpCheck>,
+}
+
+/// Writes the report to stdout (and, for people, warnings to stderr). `dump`: how
+/// the owned apps compare with PM2's dump, when it was compared.
+pub fn write(report: &StatusReport, dump: Option<&DumpCheck>, format: Format, color: ColorChoice) -> io::Result<()> {
     let choice = match color {
         ColorChoice::Auto => anstream::ColorChoice::Auto,
         ColorChoice::Always => anstream::ColorChoice::Always,
@@ -25,13 +37,17 @@ pub fn write(report: &StatusReport, format: Format, color: ColorChoice) -> io::R
     let mut out = anstream::AutoStream::new(io::stdout().lock(), choice);
     match format {
         Format::Json => {
-            let mut text = serde_json::to_vec_pretty(report)?;
+            let mut text = serde_json::to_vec_pretty(&Document { report, dump })?;
             text.push(b'\n');
             out.write_all(&text)?;
             out.flush()
         }
         _ => {
-            out.write_all(human(report).as_bytes())?;
+            let mut text = human(report);
+            if let Some(dump) = dump {
+                text.push_str(&human_dump(dump));
+            }
+            out.write_all(text.as_bytes())?;
             out.flush()?;
             let mut err = anstream::AutoStream::new(io::stderr().lock(), choice);
             err.write_all(human_warnings(report).as_bytes())
@@ -65,6 +81,31 @@ pub fn human(report: &StatusReport) -> String {
         sum.warnings,
         if sum.warnings == 1 { "" } else { "s" }
     ));
+    s
+}
+
+/// The dump line: current, or which owned apps a reboot would not bring back as they run.
+pub fn human_dump(dump: &DumpCheck) -> String {
+    let path = dump.path.display();
+    if let Some(error) = &dump.error {
+        let w = style::WARNING;
+        return format!("{w}dump{w:#}: cannot compare with PM2's dump: {error}\n");
+    }
+    if dump.unsaved.is_empty() {
+        return match dump.state {
+            "absent" => format!("dump: PM2 has no dump ({path}); no owned app runs\n"),
+            _ => format!("dump: every owned app is saved in {path}\n"),
+        };
+    }
+    let w = style::WARNING;
+    let mut s = format!(
+        "{w}unsaved{w:#}: {} owned app(s) differ from PM2's dump {path} (what `pm2 resurrect` brings back at boot); `reconcile apply` saves them\n",
+        dump.unsaved.len()
+    );
+    for u in &dump.unsaved {
+        let ids = if u.pm_ids.is_empty() { String::new() } else { format!(" (pm_id {})", u.pm_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")) };
+        s.push_str(&format!("  {}{ids}, namespace {}: {}\n", u.name, u.namespace, u.detail));
+    }
     s
 }
 

@@ -21,6 +21,7 @@ use super::gitops::{self, GitSource};
 use super::heal::{Gate, HealLimiter, HealPolicy};
 use super::metrics::Metrics;
 use super::report::{GitInfo, Report, Trigger};
+use crate::apply::dump;
 use crate::apply::lock::LockError;
 use crate::apply::pipeline::{self, Options, PipelineError, Progress, Request, Verdict};
 use crate::apply::{ApplyLock, Holder};
@@ -122,6 +123,10 @@ pub struct Agent<L: Loader> {
     git_commit: Option<String>,
     git_error_told: bool,
     next_git: Instant,
+    /// PM2's dump, kept between reads (`[pm2] save`).
+    dump_cache: dump::SavedCache,
+    /// The last error reading the dump, to report it once.
+    dump_error: Option<String>,
 }
 
 impl<L: Loader> std::fmt::Debug for Agent<L> {
@@ -172,6 +177,8 @@ impl<L: Loader> Agent<L> {
             git_commit,
             git_error_told: false,
             next_git: now + config.git.as_ref().map_or(Duration::ZERO, |g| g.1),
+            dump_cache: dump::SavedCache::default(),
+            dump_error: None,
             config,
         };
         let git = agent.config.git.as_ref().map(|(source, every)| GitInfo {
@@ -369,12 +376,15 @@ impl<L: Loader> Agent<L> {
                 Err(e) => return self.daemon_failed(e.to_string()),
             }
         }
+        // With `[pm2] save`, the whole entries too, to compare the owned apps with the dump.
+        let save = self.project.settings.pm2.save;
         let listed = match self.client.as_mut() {
-            Some(client) => client.list().await,
+            Some(client) if save => client.list_with_raw().await.map(|(live, raw)| (live, Some(raw))),
+            Some(client) => client.list().await.map(|live| (live, None)),
             None => return Ok(()),
         };
-        let live = match listed {
-            Ok(live) => live,
+        let (live, raw) = match listed {
+            Ok(listed) => listed,
             Err(e) => {
                 self.client = None;
                 self.bus = None;
@@ -390,7 +400,28 @@ impl<L: Loader> Agent<L> {
         if self.bus.is_none() {
             self.bus = EventStream::subscribe(&self.home, timeout, true).await.ok();
         }
-        self.assess(&live)
+        let unsaved = match raw {
+            Some(raw) => self.compare_dump(&raw)?,
+            None => Vec::new(),
+        };
+        self.assess(&live, &unsaved)
+    }
+
+    /// The owned apps that differ from PM2's dump (the dump is re-read only when its
+    /// file changed). An unreadable dump is reported once, when it becomes so.
+    fn compare_dump(&mut self, raw: &[serde_json::Value]) -> std::io::Result<Vec<dump::Unsaved>> {
+        let owned = self.project.settings.project.namespaces.clone();
+        let scope = dump::Scope { namespaces: &owned, only: None };
+        let live = dump::live_entries(raw, &scope);
+        let saved = self.dump_cache.read(&self.home.dir, &scope);
+        let check = dump::check_saved(&self.home.dir, saved, &live, &scope);
+        if check.error != self.dump_error {
+            if let Some(error) = &check.error {
+                self.emit(&Report::Error { message: format!("cannot compare the owned apps with PM2's dump: {error}") })?;
+            }
+            self.dump_error.clone_from(&check.error);
+        }
+        Ok(check.unsaved)
     }
 
     /// The daemon did not answer: report it once, retry with backoff.
@@ -413,7 +444,7 @@ impl<L: Loader> Agent<L> {
     }
 
     /// Plans, derives drift, reports transitions, updates metrics, maybe heals.
-    fn assess(&mut self, live: &LiveState) -> std::io::Result<()> {
+    fn assess(&mut self, live: &LiveState, unsaved: &[dump::Unsaved]) -> std::io::Result<()> {
         let settings = self.project.settings.clone();
         let owned = &settings.project.namespaces;
         let crash = CrashWindow {
@@ -444,6 +475,7 @@ impl<L: Loader> Agent<L> {
         };
 
         let mut fresh: DriftSet = drift::from_live(live, owned, &self.windows, crash).into_iter().map(|d| (d.key(), d)).collect();
+        fresh.extend(drift::from_dump(unsaved).into_iter().map(|d| (d.key(), d)));
         match &plan {
             Some(plan) => fresh.extend(drift::from_plan(plan).into_iter().map(|d| (d.key(), d))),
             // Without a plan the desired state is unknown: those drifts neither start nor clear.

@@ -29,12 +29,15 @@ pub enum DriftKind {
     /// An owned process restarted more than `[health] crash_window_restarts` times
     /// within `crash_window_s`.
     CrashLoop,
+    /// An owned app differs from PM2's dump: a reboot (`pm2 resurrect`) would not
+    /// bring it back as it runs now (`[pm2] save`).
+    Unsaved,
 }
 
 impl DriftKind {
     /// Every kind, for metrics that show zeros too.
-    pub const ALL: [DriftKind; 6] =
-        [Self::Attributes, Self::Missing, Self::Unmanaged, Self::Stopped, Self::Errored, Self::CrashLoop];
+    pub const ALL: [DriftKind; 7] =
+        [Self::Attributes, Self::Missing, Self::Unmanaged, Self::Stopped, Self::Errored, Self::CrashLoop, Self::Unsaved];
 
     /// The name in output and metrics.
     pub fn as_str(self) -> &'static str {
@@ -45,6 +48,7 @@ impl DriftKind {
             Self::Stopped => "stopped",
             Self::Errored => "errored",
             Self::CrashLoop => "crash_loop",
+            Self::Unsaved => "unsaved",
         }
     }
 
@@ -196,6 +200,23 @@ pub fn from_live(live: &LiveState, owned: &[String], windows: &RestartWindows, c
         }
     }
     out
+}
+
+/// Drift between the live list and PM2's dump: one `unsaved` per owned app a
+/// reboot would not bring back as it runs (see [`crate::apply::dump::unsaved`]).
+pub fn from_dump(unsaved: &[crate::apply::dump::Unsaved]) -> Vec<Drift> {
+    unsaved
+        .iter()
+        .map(|u| Drift {
+            app: u.name.clone(),
+            namespace: u.namespace.clone(),
+            reason: DriftKind::Unsaved,
+            detail: u.detail.clone(),
+            pm_ids: u.pm_ids.clone(),
+            attributes: Vec::new(),
+            action: None,
+        })
+        .collect()
 }
 
 /// What started and what cleared between two sets.

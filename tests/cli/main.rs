@@ -9,6 +9,7 @@ mod apply;
 mod ci_examples;
 mod deploy;
 mod docs;
+mod dump;
 mod faults;
 mod import;
 mod lint;
