@@ -247,6 +247,7 @@ fn begin_record(project: &Project, home: &Pm2Home, options: &Options, saved: Opt
         "project": project.settings.project.name,
         "project_file": std::path::absolute(&project.path).unwrap_or_else(|_| project.path.clone()),
         "pm2_home": home.dir,
+        "pm2_version": before.daemon.as_ref().map(|d| d.version.as_str()),
         "git_commit": plan.basis.git_commit,
         "git_dirty": plan.basis.git_dirty,
         "saved_plan": saved,

@@ -21,13 +21,7 @@ use super::model::{
 use super::resolve::ResolvedApp;
 use super::rpc::{Call, InFlight, NotifyAction, Reply, RpcConnection, WatchedAction};
 
-/// The PM2 versions whose protocol and hazards reconcile has verified.
-pub const SUPPORTED_VERSIONS: &str = "7.x";
-
-/// Whether a daemon version is in [`SUPPORTED_VERSIONS`].
-pub fn version_supported(version: &str) -> bool {
-    version.split('.').next().and_then(|major| major.parse::<u32>().ok()) == Some(7)
-}
+pub use super::version::{SUPPORTED_VERSIONS, version_supported};
 
 /// A process a fresh read just confirmed is owned and has the expected name.
 /// Only [`Pm2Client::confirm_owned`] constructs one.
@@ -412,18 +406,4 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_pm2_7_is_supported() {
-        assert!(version_supported("7.0.4"));
-        assert!(version_supported("7.12.0-beta"));
-        assert!(!version_supported("6.0.8"));
-        assert!(!version_supported("8.0.0"));
-        assert!(!version_supported("garbage"));
-    }
 }
