@@ -63,6 +63,8 @@ pub struct Pm2Client {
     home: Pm2Home,
     version: String,
     daemon_env: Option<Map<String, Value>>,
+    /// The script the daemon runs (`getReport().argv[1]`, `.../pm2/lib/Daemon.js`).
+    daemon_script: Option<std::path::PathBuf>,
     daemon: DaemonInfo,
 }
 
@@ -140,7 +142,32 @@ impl Pm2Client {
         }
         let pid = home.daemon_pid().and_then(|p| u32::try_from(p).ok());
         let daemon = DaemonInfo { version: version.clone(), pid, ..DaemonInfo::default() };
-        Ok(Self { conn, home: home.clone(), version, daemon_env: None, daemon })
+        Ok(Self { conn, home: home.clone(), version, daemon_env: None, daemon_script: None, daemon })
+    }
+
+    /// A connection that can carry the next call: after a call timed out (or the
+    /// connection failed) the old one may still get that call's late reply, so it is
+    /// never reused; a fresh one is opened instead. Without this, everything after a
+    /// timeout (the health gate, verification) failed at once with "closed the
+    /// connection … it may have crashed" while the daemon was alive.
+    async fn usable_conn(&mut self) -> Result<&mut RpcConnection, LiveError> {
+        if !self.conn.is_usable() {
+            tracing::debug!("reconnecting: the last call on the old connection got no answer");
+            self.conn = RpcConnection::connect(&self.home, self.conn.timeout()).await?;
+        }
+        Ok(&mut self.conn)
+    }
+
+    async fn call(&mut self, call: &Call) -> Result<Vec<Value>, LiveError> {
+        self.usable_conn().await?.call(call).await
+    }
+
+    async fn call_within(&mut self, call: &Call, deadline: Duration) -> Result<Vec<Value>, LiveError> {
+        self.usable_conn().await?.call_within(call, deadline).await
+    }
+
+    async fn pipeline(&mut self, calls: &[Call], deadline: Duration) -> Result<Vec<Reply>, LiveError> {
+        self.usable_conn().await?.pipeline(calls, deadline).await
     }
 
     /// The daemon's PM2 version.
@@ -151,6 +178,12 @@ impl Pm2Client {
     /// The daemon's own environment (`getReport().env`), once a list was read.
     pub fn daemon_env(&self) -> Option<&Map<String, Value>> {
         self.daemon_env.as_ref()
+    }
+
+    /// The script the daemon runs (`.../pm2/lib/Daemon.js`), once a list was read:
+    /// where the daemon's own pm2 package is.
+    pub fn daemon_script(&self) -> Option<&std::path::Path> {
+        self.daemon_script.as_deref()
     }
 
     /// The deadline of each call.
@@ -165,7 +198,7 @@ impl Pm2Client {
 
     /// `ping`: the daemon answers.
     pub async fn ping(&mut self) -> Result<(), LiveError> {
-        let reply = self.conn.call(&Call::ping()).await?;
+        let reply = self.call(&Call::ping()).await?;
         match reply.first().and_then(|v| v.get("msg")).and_then(Value::as_str) {
             Some("pong") => Ok(()),
             _ => Err(LiveError::BadReply { method: "ping", detail: format!("{reply:?}") }),
@@ -175,7 +208,7 @@ impl Pm2Client {
     /// `getReport`: the daemon's env, argv, start time. Cached after the first call.
     async fn load_report(&mut self) -> Result<(), LiveError> {
         if self.daemon_env.is_none() {
-            let reply = self.conn.call(&Call::get_report()).await?;
+            let reply = self.call(&Call::get_report()).await?;
             self.set_report(reply);
         }
         Ok(())
@@ -184,6 +217,7 @@ impl Pm2Client {
     fn set_report(&mut self, reply: Vec<Value>) {
         let report = reply.into_iter().next().unwrap_or(Value::Null);
         self.daemon.started_at_ms = report.get("started_at").and_then(Value::as_i64);
+        self.daemon_script = report.get("argv").and_then(|a| a.get(1)).and_then(Value::as_str).map(std::path::PathBuf::from);
         self.daemon_env = Some(match report {
             Value::Object(mut obj) => match obj.remove("env") {
                 Some(Value::Object(env)) => env,
@@ -196,7 +230,7 @@ impl Pm2Client {
     /// Reads the whole process list (`getMonitorData`), normalized.
     pub async fn list(&mut self) -> Result<LiveState, LiveError> {
         self.load_report().await?;
-        let mut replies = self.conn.pipeline(&[Call::get_monitor_data()], self.conn.timeout()).await?;
+        let mut replies = self.pipeline(&[Call::get_monitor_data()], self.conn.timeout()).await?;
         let list = replies.pop().map(|r| r.first_arg::<RawList>()).transpose()?.flatten();
         self.state_from(list.unwrap_or_default())
     }
@@ -206,7 +240,7 @@ impl Pm2Client {
     /// `pm2 resurrect` re-prepares a dump).
     pub async fn list_with_raw(&mut self) -> Result<(LiveState, Vec<Value>), LiveError> {
         self.load_report().await?;
-        let reply = self.conn.call(&Call::get_monitor_data()).await?;
+        let reply = self.call(&Call::get_monitor_data()).await?;
         let raw = match reply.first() {
             Some(Value::Array(items)) => items.clone(),
             _ => Vec::new(),
@@ -325,7 +359,7 @@ impl Pm2Client {
         let kill = app.payload().get("kill_timeout").and_then(as_u64).unwrap_or(1600);
         let listen = app.payload().get("listen_timeout").and_then(as_u64).unwrap_or(3000);
         let budget = self.conn.timeout().max(Duration::from_millis(kill + listen + 2000));
-        let reply = self.conn.call_within(&call, budget).await?;
+        let reply = self.call_within(&call, budget).await?;
         // One ChildProcess/Worker clone per instance; only `.pm2_env` is meaningful.
         let ids: Vec<u64> = match reply.first() {
             Some(Value::Array(items)) => {
@@ -342,9 +376,9 @@ impl Pm2Client {
     /// Stops one process (as `pm2 stop <id>`: `stopWatch`, `stopProcessId`, then a
     /// `stop` event on the bus).
     pub async fn stop(&mut self, p: &OwnedProcess) -> Result<(), LiveError> {
-        self.conn.call(&Call::stop_watch(WatchedAction::Stop, p.pm_id)).await?;
+        self.call(&Call::stop_watch(WatchedAction::Stop, p.pm_id)).await?;
         let budget = self.budget(p);
-        self.conn.call_within(&Call::stop_process_id(p.pm_id), budget).await?;
+        self.call_within(&Call::stop_process_id(p.pm_id), budget).await?;
         self.notify(p.pm_id, NotifyAction::Stop).await
     }
 
@@ -354,7 +388,7 @@ impl Pm2Client {
     /// reported right after the respawn (the health gate's baseline), when it did.
     pub async fn restart(&mut self, p: &OwnedProcess, env: Map<String, Value>) -> Result<Option<u64>, LiveError> {
         let budget = self.budget(p);
-        let reply = self.conn.call_within(&Call::restart_process_id(p.pm_id, env), budget).await?;
+        let reply = self.call_within(&Call::restart_process_id(p.pm_id, env), budget).await?;
         self.notify(p.pm_id, NotifyAction::Restart).await?;
         Ok(reply.first().and_then(|r| r.get("pm2_env")).and_then(|e| e.get("restart_time")).and_then(as_u64))
     }
@@ -363,7 +397,7 @@ impl Pm2Client {
     /// does); returns the new `pm_id`. The clone keeps `p`'s spec and stamp.
     pub async fn duplicate(&mut self, p: &OwnedProcess) -> Result<u64, LiveError> {
         let budget = self.budget(p);
-        let reply = self.conn.call_within(&Call::duplicate_process_id(p.pm_id), budget).await?;
+        let reply = self.call_within(&Call::duplicate_process_id(p.pm_id), budget).await?;
         reply
             .first()
             .and_then(|r| r.get("pm2_env"))
@@ -375,22 +409,22 @@ impl Pm2Client {
     /// Reloads one process: zero-downtime for an online cluster app, a restart otherwise.
     pub async fn reload(&mut self, p: &OwnedProcess, env: Map<String, Value>) -> Result<(), LiveError> {
         let budget = self.budget(p);
-        self.conn.call_within(&Call::reload_process_id(p.pm_id, env), budget).await?;
+        self.call_within(&Call::reload_process_id(p.pm_id, env), budget).await?;
         self.notify(p.pm_id, NotifyAction::Reload).await
     }
 
     /// Deletes one process (stopping it first, as the daemon does). Consumes the
     /// confirmation: the `pm_id` is gone afterwards and may be reused by PM2.
     pub async fn delete(&mut self, p: OwnedProcess) -> Result<(), LiveError> {
-        self.conn.call(&Call::stop_watch(WatchedAction::Delete, p.pm_id)).await?;
+        self.call(&Call::stop_watch(WatchedAction::Delete, p.pm_id)).await?;
         let budget = self.budget(&p);
         // No `delete` notification: the CLI sends it after the entry is gone, so the
         // daemon only answers "process id doesnt exists" (pm2-internals.md §0.6).
-        self.conn.call_within(&Call::delete_process_id(p.pm_id), budget).await.map(|_| ())
+        self.call_within(&Call::delete_process_id(p.pm_id), budget).await.map(|_| ())
     }
 
     async fn notify(&mut self, pm_id: u64, action: NotifyAction) -> Result<(), LiveError> {
-        match self.conn.call(&Call::notify_by_process_id(pm_id, action)).await {
+        match self.call(&Call::notify_by_process_id(pm_id, action)).await {
             // The action itself succeeded; a failed notification only loses a bus event.
             Err(LiveError::Remote { message, .. }) => {
                 tracing::debug!(pm_id, %message, "notifyByProcessId failed");

@@ -50,6 +50,11 @@ pub enum LiveError {
     /// The daemon closed the connection before answering.
     #[error("PM2 daemon at {path} closed the connection during `{method}`: it may have crashed; check its pm2.log")]
     Closed { method: &'static str, path: String },
+    /// A call was attempted on a connection whose earlier call never completed.
+    #[error(
+        "not sending `{method}` to the PM2 daemon at {path}: an earlier call on this connection got no answer (its reply may still come); a new connection is needed"
+    )]
+    Unusable { method: &'static str, path: String },
     /// Reading from or writing to the socket failed.
     #[error("i/o error talking to the PM2 daemon at {path} during `{method}`")]
     Io {
@@ -105,6 +110,11 @@ pub enum LiveError {
     /// PM2's JavaScript library cannot be found to resolve an app for `prepare`.
     #[error("cannot find PM2's lib/Common.js (looked at {looked}): install pm2 and put it on PATH, or set RECONCILE_PM2 to its package directory")]
     Pm2LibNotFound { looked: String },
+    /// The pm2 package found to resolve apps is not of the daemon's major version.
+    #[error(
+        "the pm2 package at {} is version {lib_version}, but the daemon runs PM2 {daemon_version}: apps must be resolved by the daemon's own major (lib/Common.js differs between majors); set RECONCILE_PM2 to a pm2 package of the daemon's major version (e.g. the one the daemon runs from)", dir.display()
+    )]
+    Pm2LibVersion { dir: PathBuf, lib_version: String, daemon_version: String },
     /// The `node` helper that resolves an app as `pm2 start` does failed.
     #[error("resolving app `{name}` as pm2 would failed: {message}")]
     Resolve { name: String, message: String },
@@ -124,6 +134,7 @@ impl LiveError {
                 | LiveError::Remote { .. }
                 | LiveError::Resolve { .. }
                 | LiveError::Pm2LibNotFound { .. }
+                | LiveError::Pm2LibVersion { .. }
         )
     }
 }

@@ -249,6 +249,12 @@ impl RpcConnection {
         self.timeout
     }
 
+    /// Whether the next call may use this connection: false after a call that did
+    /// not complete (timed out, or failed mid-exchange), whose reply may still come.
+    pub fn is_usable(&self) -> bool {
+        !self.poisoned
+    }
+
     /// Sends a call and waits for its reply, within the connection's deadline.
     /// Returns the reply's `args` (the callback arguments after `err`).
     pub async fn call(&mut self, call: &Call) -> Result<Vec<Value>, LiveError> {
@@ -280,7 +286,7 @@ impl RpcConnection {
     pub async fn send(&mut self, calls: &[Call], deadline: Duration) -> Result<InFlight, LiveError> {
         let method = calls.first().map_or("none", Call::method);
         if self.poisoned {
-            return Err(LiveError::Closed { method, path: self.path.clone() });
+            return Err(LiveError::Unusable { method, path: self.path.clone() });
         }
         let until = tokio::time::Instant::now() + deadline;
         let mut frames = Vec::new();
