@@ -18,7 +18,9 @@ use super::model::{
     DaemonInfo, Detail, ExecMode, ListSeed, LiveOrigin, LiveProcess, LiveState, ProcessStatus, RawList, as_u64, normalize_owned,
     normalize_raw, normalize_text,
 };
+use super::procs;
 use super::resolve::ResolvedApp;
+use super::version::Pm2Version;
 use super::rpc::{Call, InFlight, NotifyAction, Reply, RpcConnection, WatchedAction};
 
 pub use super::version::{SUPPORTED_VERSIONS, version_supported};
@@ -32,6 +34,10 @@ pub struct OwnedProcess {
     namespace: String,
     status: ProcessStatus,
     exec_mode: ExecMode,
+    /// The process's pid at confirmation time (a reload's old worker on PM2 5/6).
+    pid: Option<u32>,
+    /// Its `kill_timeout` (ms): how long PM2 waits before SIGKILL.
+    kill_timeout_ms: u64,
     /// Worst-case wait for a stop: `kill_timeout` twice (SIGINT, then SIGKILL) and any
     /// `listen_timeout` a restart may wait (pm2-internals.md §8).
     budget: Duration,
@@ -294,6 +300,8 @@ impl Pm2Client {
             namespace: p.namespace.clone(),
             status: p.status.clone(),
             exec_mode: p.exec_mode,
+            pid: p.pid,
+            kill_timeout_ms: kill,
             budget,
         })
     }
@@ -359,7 +367,14 @@ impl Pm2Client {
         let kill = app.payload().get("kill_timeout").and_then(as_u64).unwrap_or(1600);
         let listen = app.payload().get("listen_timeout").and_then(as_u64).unwrap_or(3000);
         let budget = self.conn.timeout().max(Duration::from_millis(kill + listen + 2000));
-        let reply = self.call_within(&call, budget).await?;
+        let cluster = app.payload().get("exec_mode").and_then(Value::as_str) == Some("cluster_mode");
+        let reply = match self.call_within(&call, budget).await {
+            Err(LiveError::Timeout { method, after, .. }) if cluster && !self.answers_cluster_calls() => {
+                let before: Vec<u64> = state.processes.iter().map(|p| p.pm_id).collect();
+                return Err(self.unanswered(method, &name, &namespace, after, |p| !before.contains(&p.pm_id), None).await);
+            }
+            other => other?,
+        };
         // One ChildProcess/Worker clone per instance; only `.pm2_env` is meaningful.
         let ids: Vec<u64> = match reply.first() {
             Some(Value::Array(items)) => {
@@ -375,11 +390,118 @@ impl Pm2Client {
 
     /// Stops one process (as `pm2 stop <id>`: `stopWatch`, `stopProcessId`, then a
     /// `stop` event on the bus).
+    ///
+    /// On PM2 5.x/6.x the daemon answers once the main pid is gone, not the tree
+    /// (`lib/God/Methods.js` `killProcess`), so a child may still hold the app's port:
+    /// the tree seen before the call is waited for, as 7.x does (see
+    /// [`Pm2Client::finish_stop`]).
     pub async fn stop(&mut self, p: &OwnedProcess) -> Result<(), LiveError> {
         self.call(&Call::stop_watch(WatchedAction::Stop, p.pm_id)).await?;
         let budget = self.budget(p);
+        let tree = self.tree_to_wait_for(p);
         self.call_within(&Call::stop_process_id(p.pm_id), budget).await?;
+        self.finish_stop(p, &tree).await;
         self.notify(p.pm_id, NotifyAction::Stop).await
+    }
+
+    /// Whether the daemon answers a cluster start/restart/reload whose worker exits
+    /// before "online" (7.x does; 5.x/6.x never do).
+    fn answers_cluster_calls(&self) -> bool {
+        Pm2Version::parse(&self.version).is_none_or(|v| v.answers_cluster_exit_before_online())
+    }
+
+    /// On a daemon whose stop waits for the main pid only (5.x/6.x): the process tree
+    /// of `p` right now, to wait for after the stop. Empty on 7.x.
+    fn tree_to_wait_for(&self, p: &OwnedProcess) -> Vec<procs::ProcId> {
+        let waits_for_tree = Pm2Version::parse(&self.version).is_none_or(|v| v.stop_waits_for_tree());
+        match p.pid {
+            Some(pid) if !waits_for_tree => procs::tree(pid),
+            _ => Vec::new(),
+        }
+    }
+
+    /// After a stop the daemon reported done: waits for the rest of `tree` (what 7.x's
+    /// `killProcess` waits for), and SIGKILLs what is left after `kill_timeout`, as
+    /// 7.x does. Every pid was a descendant of the app's process when the stop was
+    /// sent, and is checked to be that same process (start time) before a signal.
+    async fn finish_stop(&self, p: &OwnedProcess, tree: &[procs::ProcId]) {
+        if tree.is_empty() {
+            return;
+        }
+        let grace = Duration::from_millis(p.kill_timeout_ms.saturating_add(1000));
+        let left = procs::wait_gone(tree, grace).await;
+        if !left.is_empty() {
+            tracing::warn!(pm_id = p.pm_id, left = left.len(), "processes of a stopped app outlived its stop; sending SIGKILL as PM2 7 does");
+            procs::signal_all(&left, libc::SIGKILL);
+            let _ = procs::wait_gone(&left, Duration::from_secs(2)).await;
+        }
+    }
+
+    /// After a cluster call PM2 5/6 never answered: a fresh read (on a new
+    /// connection), then the error that says what it shows. `new` picks the processes
+    /// the call made or left (owned, with the app's name); `old_worker` is the
+    /// process a reload parked under `_old_<id>`, stopped if it is still there.
+    async fn unanswered(
+        &mut self,
+        method: &'static str,
+        name: &str,
+        namespace: &str,
+        after: Duration,
+        new: impl Fn(&LiveProcess) -> bool,
+        old_worker: Option<&OwnedProcess>,
+    ) -> LiveError {
+        let old = match old_worker {
+            Some(p) => self.stop_old_worker(p).await,
+            None => None,
+        };
+        let seen = match self.list().await {
+            Ok(state) => {
+                let procs: Vec<&LiveProcess> =
+                    state.processes.iter().filter(|p| p.name == name && p.namespace == namespace && new(p)).collect();
+                let pm_ids: Vec<(u64, u64)> = procs.iter().map(|p| (p.pm_id, p.restarts)).collect();
+                let what: Vec<String> = procs.iter().map(|p| format!("pm_id {} {}", p.pm_id, p.status.as_str())).collect();
+                (pm_ids, if what.is_empty() { "no process of it".to_string() } else { what.join(", ") })
+            }
+            Err(e) => (Vec::new(), format!("nothing: the read failed too ({e})")),
+        };
+        let mut read = format!("a fresh read shows {}", seen.1);
+        if let Some(old) = old {
+            read.push_str("; ");
+            read.push_str(&old);
+        }
+        LiveError::Unanswered { method, name: name.to_string(), version: self.version.clone(), after, read, pm_ids: seen.0 }
+    }
+
+    /// A reload PM2 5/6 never answered parks the old worker as `_old_<id>`: hidden
+    /// from `getMonitorData`, still running, holding the port (`lib/God/Reload.js`).
+    /// If `p`'s old pid still runs and is provably that worker of this daemon
+    /// ([`procs::is_cluster_worker_of`]), the daemon is asked to delete `_old_<id>`
+    /// (what the reload itself does once the new worker listens), and its tree is
+    /// waited for. Returns what was done, for the error message.
+    async fn stop_old_worker(&mut self, p: &OwnedProcess) -> Option<String> {
+        let old = procs::ProcId::of(p.pid?)?;
+        let daemon_pid = self.home.daemon_pid().and_then(|d| u32::try_from(d).ok())?;
+        if !procs::is_cluster_worker_of(old.pid, daemon_pid, &self.home.dir, p.pm_id, &p.name, &p.namespace) {
+            return None;
+        }
+        if let Ok(state) = self.list().await
+            && state.processes.iter().any(|q| q.pid == Some(old.pid))
+        {
+            return None; // Listed: not a leftover (the reload did not get that far).
+        }
+        let tree = procs::tree(old.pid);
+        let budget = self.budget(p);
+        let asked = self.call_within(&Call::delete_old_worker(p.pm_id), budget).await;
+        let mut left = procs::wait_gone(&tree, Duration::from_millis(p.kill_timeout_ms.saturating_add(1000))).await;
+        if !left.is_empty() {
+            procs::signal_all(&left, libc::SIGKILL);
+            left = procs::wait_gone(&left, Duration::from_secs(2)).await;
+        }
+        Some(match (asked, left.is_empty()) {
+            (_, true) => format!("the old worker (pid {}) left running under _old_{} was stopped", old.pid, p.pm_id),
+            (Err(e), false) => format!("the old worker (pid {}) left under _old_{} could not be stopped: {e}", old.pid, p.pm_id),
+            (Ok(_), false) => format!("the old worker (pid {}) left under _old_{} is still running", old.pid, p.pm_id),
+        })
     }
 
     /// Restarts one process, merging `env` into its env (pm2-internals.md §4: values
@@ -388,7 +510,14 @@ impl Pm2Client {
     /// reported right after the respawn (the health gate's baseline), when it did.
     pub async fn restart(&mut self, p: &OwnedProcess, env: Map<String, Value>) -> Result<Option<u64>, LiveError> {
         let budget = self.budget(p);
-        let reply = self.call_within(&Call::restart_process_id(p.pm_id, env), budget).await?;
+        let tree = self.tree_to_wait_for(p);
+        let reply = match self.call_within(&Call::restart_process_id(p.pm_id, env), budget).await {
+            Err(LiveError::Timeout { method, after, .. }) if p.exec_mode == ExecMode::Cluster && !self.answers_cluster_calls() => {
+                return Err(self.unanswered(method, &p.name, &p.namespace, after, |q| q.pm_id == p.pm_id, None).await);
+            }
+            other => other?,
+        };
+        self.finish_stop(p, &tree).await;
         self.notify(p.pm_id, NotifyAction::Restart).await?;
         Ok(reply.first().and_then(|r| r.get("pm2_env")).and_then(|e| e.get("restart_time")).and_then(as_u64))
     }
@@ -397,7 +526,14 @@ impl Pm2Client {
     /// does); returns the new `pm_id`. The clone keeps `p`'s spec and stamp.
     pub async fn duplicate(&mut self, p: &OwnedProcess) -> Result<u64, LiveError> {
         let budget = self.budget(p);
-        let reply = self.call_within(&Call::duplicate_process_id(p.pm_id), budget).await?;
+        let hazard = p.exec_mode == ExecMode::Cluster && !self.answers_cluster_calls();
+        let before: Vec<u64> = if hazard { self.list().await?.processes.iter().map(|q| q.pm_id).collect() } else { Vec::new() };
+        let reply = match self.call_within(&Call::duplicate_process_id(p.pm_id), budget).await {
+            Err(LiveError::Timeout { method, after, .. }) if hazard => {
+                return Err(self.unanswered(method, &p.name, &p.namespace, after, |q| !before.contains(&q.pm_id), None).await);
+            }
+            other => other?,
+        };
         reply
             .first()
             .and_then(|r| r.get("pm2_env"))
@@ -409,7 +545,12 @@ impl Pm2Client {
     /// Reloads one process: zero-downtime for an online cluster app, a restart otherwise.
     pub async fn reload(&mut self, p: &OwnedProcess, env: Map<String, Value>) -> Result<(), LiveError> {
         let budget = self.budget(p);
-        self.call_within(&Call::reload_process_id(p.pm_id, env), budget).await?;
+        match self.call_within(&Call::reload_process_id(p.pm_id, env), budget).await {
+            Err(LiveError::Timeout { method, after, .. }) if p.exec_mode == ExecMode::Cluster && !self.answers_cluster_calls() => {
+                return Err(self.unanswered(method, &p.name, &p.namespace, after, |q| q.pm_id == p.pm_id, Some(p)).await);
+            }
+            other => other?,
+        };
         self.notify(p.pm_id, NotifyAction::Reload).await
     }
 
@@ -418,9 +559,12 @@ impl Pm2Client {
     pub async fn delete(&mut self, p: OwnedProcess) -> Result<(), LiveError> {
         self.call(&Call::stop_watch(WatchedAction::Delete, p.pm_id)).await?;
         let budget = self.budget(&p);
+        let tree = self.tree_to_wait_for(&p);
         // No `delete` notification: the CLI sends it after the entry is gone, so the
         // daemon only answers "process id doesnt exists" (pm2-internals.md §0.6).
-        self.call_within(&Call::delete_process_id(p.pm_id), budget).await.map(|_| ())
+        self.call_within(&Call::delete_process_id(p.pm_id), budget).await?;
+        self.finish_stop(&p, &tree).await;
+        Ok(())
     }
 
     async fn notify(&mut self, pm_id: u64, action: NotifyAction) -> Result<(), LiveError> {

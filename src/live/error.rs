@@ -47,6 +47,12 @@ pub enum LiveError {
         "PM2 daemon at {path} did not answer `{method}` within {} ms: it may be hung; check its pm2.log, or raise [pm2] timeout_ms", after.as_millis()
     )]
     Timeout { method: &'static str, path: String, after: Duration },
+    /// PM2 5.x/6.x never answer a cluster start/restart/reload whose worker exits
+    /// before "online"; the call was bounded and the list read again.
+    #[error(
+        "PM2 {version} did not answer `{method}` for cluster app `{name}` within {} ms: PM2 5.x and 6.x never answer it when a worker exits before it is online (lib/God.js executeApp); {read}. Check the app's error log", after.as_millis()
+    )]
+    Unanswered { method: &'static str, name: String, version: String, after: Duration, read: String, pm_ids: Vec<(u64, u64)> },
     /// The daemon closed the connection before answering.
     #[error("PM2 daemon at {path} closed the connection during `{method}`: it may have crashed; check its pm2.log")]
     Closed { method: &'static str, path: String },
@@ -121,6 +127,16 @@ pub enum LiveError {
 }
 
 impl LiveError {
+    /// The processes (pm_id, restart count) a fresh read found after a cluster call
+    /// PM2 5/6 never answered ([`LiveError::Unanswered`]): the health gate must still
+    /// judge them (and stop them if they crash-loop). Empty for every other error.
+    pub fn unanswered_pm_ids(&self) -> &[(u64, u64)] {
+        match self {
+            LiveError::Unanswered { pm_ids, .. } => pm_ids,
+            _ => &[],
+        }
+    }
+
     /// Whether this is a fault of the daemon or its home (as opposed to a refused action).
     pub fn is_daemon_fault(&self) -> bool {
         !matches!(

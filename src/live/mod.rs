@@ -19,6 +19,7 @@ pub mod error;
 pub mod health;
 pub mod home;
 pub mod model;
+pub mod procs;
 pub mod resolve;
 pub mod rpc;
 pub mod snapshot;
