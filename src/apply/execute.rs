@@ -305,7 +305,8 @@ impl<'a> Executor<'a> {
         } else {
             self.client.start(resolved, &self.settings.owned).await
         };
-        let ids = self.record(change, "start", None, started, result)?;
+        let unanswered = unanswered(&result);
+        let ids = self.record(change, "start", None, started, result).inspect_err(|_| self.gate_unanswered(app, &unanswered))?;
         for pm_id in ids {
             self.wait_for(app, pm_id, Some(0));
         }
@@ -337,7 +338,8 @@ impl<'a> Executor<'a> {
         };
         // One read served them all; each start is timed from the batch's start.
         for ((change, app, _), result) in batch.into_iter().zip(results) {
-            for pm_id in self.record(change, "start", None, started, result)? {
+            let unanswered = unanswered(&result);
+            for pm_id in self.record(change, "start", None, started, result).inspect_err(|_| self.gate_unanswered(app, &unanswered))? {
                 self.wait_for(app, pm_id, Some(0));
             }
         }
@@ -366,7 +368,8 @@ impl<'a> Executor<'a> {
                 Ok(p) => self.client.duplicate(&p).await.map(|id| vec![id]),
                 Err(e) => Err(e),
             };
-            for pm_id in self.record(change, "duplicate", Some(source), started, result)? {
+            let unanswered = unanswered(&result);
+            for pm_id in self.record(change, "duplicate", Some(source), started, result).inspect_err(|_| self.gate_unanswered(app, &unanswered))? {
                 self.wait_for(app, pm_id, Some(0));
             }
         }
@@ -386,9 +389,19 @@ impl<'a> Executor<'a> {
             Err(e) => ("restart", Err(e)),
         };
         let baseline = result.as_ref().ok().copied().flatten();
-        self.record(change, call, Some(pm_id), started, result.map(|_| Vec::new()))?;
+        let unanswered = unanswered(&result);
+        self.record(change, call, Some(pm_id), started, result.map(|_| Vec::new())).inspect_err(|_| self.gate_unanswered(app, &unanswered))?;
         self.wait_for(app, pm_id, baseline);
         Ok(())
+    }
+
+    /// The processes a cluster call PM2 5/6 never answered left behind (see
+    /// [`LiveError::Unanswered`]) go through the health gate like any started one: a
+    /// worker that keeps dying before "online" is stopped, not left to loop.
+    fn gate_unanswered(&mut self, app: &DesiredApp, unanswered: &[(u64, u64)]) {
+        for &(pm_id, restarts) in unanswered {
+            self.wait_for(app, pm_id, Some(restarts));
+        }
     }
 
     fn wait_for(&mut self, app: &DesiredApp, pm_id: u64, baseline: Option<u64>) {
@@ -507,6 +520,11 @@ impl<'a> Executor<'a> {
             .ok_or_else(|| format!("the saved spec of `{app}` cannot be prepared again"))?;
         self.client.start_again(&restored, &owned).await.map_err(|e| e.to_string())
     }
+}
+
+/// What [`LiveError::unanswered_pm_ids`] says of a call's result.
+fn unanswered<T>(result: &Result<T, LiveError>) -> Vec<(u64, u64)> {
+    result.as_ref().err().map(|e| e.unanswered_pm_ids().to_vec()).unwrap_or_default()
 }
 
 fn raw_str<'v>(entry: &'v Value, key: &str) -> Option<&'v str> {

@@ -205,7 +205,8 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
     }
 
     // Everything that can fail without acting fails here: resolve every spec first.
-    let resolved = match resolve(&plan, desired, home, client.daemon_env(), timeout).await {
+    let daemon_pm2 = (client.version().to_string(), client.daemon_script().map(Path::to_path_buf));
+    let resolved = match resolve(&plan, desired, home, client.daemon_env(), &daemon_pm2, timeout).await {
         Ok(resolved) => resolved,
         Err(why) => refuse!(format!("{why}; nothing was changed")),
     };
@@ -287,6 +288,7 @@ fn begin_record(project: &Project, home: &Pm2Home, options: &Options, saved: Opt
         "project": project.settings.project.name,
         "project_file": std::path::absolute(&project.path).unwrap_or_else(|_| project.path.clone()),
         "pm2_home": home.dir,
+        "pm2_version": before.daemon.as_ref().map(|d| d.version.as_str()),
         "git_commit": plan.basis.git_commit,
         "git_dirty": plan.basis.git_dirty,
         "saved_plan": saved,
@@ -359,6 +361,7 @@ async fn resolve(
     desired: &[DesiredApp],
     home: &Pm2Home,
     daemon_env: Option<&serde_json::Map<String, Value>>,
+    (daemon_version, daemon_script): &(String, Option<PathBuf>),
     timeout: Duration,
 ) -> Result<BTreeMap<String, ResolvedApp>, String> {
     let wanted: BTreeSet<&str> = plan
@@ -380,7 +383,8 @@ async fn resolve(
         .collect();
     let requests: Vec<ResolveRequest<'_>> =
         apps.iter().zip(&dirs).map(|(a, dir)| ResolveRequest { spec: &a.spec, cwd: dir, env_name: None }).collect();
-    let resolver = Resolver::locate(timeout.max(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let resolver = Resolver::for_daemon(daemon_version, daemon_script.as_deref(), timeout.max(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
     let results = resolver.resolve_many(&requests, home, daemon_env).await.map_err(|e| e.to_string())?;
     let mut out = BTreeMap::new();
     for (app, result) in apps.iter().zip(results) {

@@ -118,6 +118,7 @@ mod tests {
             desired_hash: hash.into(),
             live_fingerprint: status.into(),
             live_source: "daemon".into(),
+            pm2_version: None,
             git_commit: None,
             git_dirty: None,
             desired_apps: [("api".to_string(), hash.to_string())].into(),

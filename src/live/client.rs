@@ -18,16 +18,12 @@ use super::model::{
     DaemonInfo, Detail, ExecMode, ListSeed, LiveOrigin, LiveProcess, LiveState, ProcessStatus, RawList, as_u64, normalize_owned,
     normalize_raw, normalize_text,
 };
+use super::procs;
 use super::resolve::ResolvedApp;
+use super::version::Pm2Version;
 use super::rpc::{Call, InFlight, NotifyAction, Reply, RpcConnection, WatchedAction};
 
-/// The PM2 versions whose protocol and hazards reconcile has verified.
-pub const SUPPORTED_VERSIONS: &str = "7.x";
-
-/// Whether a daemon version is in [`SUPPORTED_VERSIONS`].
-pub fn version_supported(version: &str) -> bool {
-    version.split('.').next().and_then(|major| major.parse::<u32>().ok()) == Some(7)
-}
+pub use super::version::{SUPPORTED_VERSIONS, version_supported};
 
 /// A process a fresh read just confirmed is owned and has the expected name.
 /// Only [`Pm2Client::confirm_owned`] constructs one.
@@ -38,6 +34,10 @@ pub struct OwnedProcess {
     namespace: String,
     status: ProcessStatus,
     exec_mode: ExecMode,
+    /// The process's pid at confirmation time (a reload's old worker on PM2 5/6).
+    pid: Option<u32>,
+    /// Its `kill_timeout` (ms): how long PM2 waits before SIGKILL.
+    kill_timeout_ms: u64,
     /// Worst-case wait for a stop: `kill_timeout` twice (SIGINT, then SIGKILL) and any
     /// `listen_timeout` a restart may wait (pm2-internals.md §8).
     budget: Duration,
@@ -69,6 +69,8 @@ pub struct Pm2Client {
     home: Pm2Home,
     version: String,
     daemon_env: Option<Map<String, Value>>,
+    /// The script the daemon runs (`getReport().argv[1]`, `.../pm2/lib/Daemon.js`).
+    daemon_script: Option<std::path::PathBuf>,
     daemon: DaemonInfo,
 }
 
@@ -146,7 +148,32 @@ impl Pm2Client {
         }
         let pid = home.daemon_pid().and_then(|p| u32::try_from(p).ok());
         let daemon = DaemonInfo { version: version.clone(), pid, ..DaemonInfo::default() };
-        Ok(Self { conn, home: home.clone(), version, daemon_env: None, daemon })
+        Ok(Self { conn, home: home.clone(), version, daemon_env: None, daemon_script: None, daemon })
+    }
+
+    /// A connection that can carry the next call: after a call timed out (or the
+    /// connection failed) the old one may still get that call's late reply, so it is
+    /// never reused; a fresh one is opened instead. Without this, everything after a
+    /// timeout (the health gate, verification) failed at once with "closed the
+    /// connection … it may have crashed" while the daemon was alive.
+    async fn usable_conn(&mut self) -> Result<&mut RpcConnection, LiveError> {
+        if !self.conn.is_usable() {
+            tracing::debug!("reconnecting: the last call on the old connection got no answer");
+            self.conn = RpcConnection::connect(&self.home, self.conn.timeout()).await?;
+        }
+        Ok(&mut self.conn)
+    }
+
+    async fn call(&mut self, call: &Call) -> Result<Vec<Value>, LiveError> {
+        self.usable_conn().await?.call(call).await
+    }
+
+    async fn call_within(&mut self, call: &Call, deadline: Duration) -> Result<Vec<Value>, LiveError> {
+        self.usable_conn().await?.call_within(call, deadline).await
+    }
+
+    async fn pipeline(&mut self, calls: &[Call], deadline: Duration) -> Result<Vec<Reply>, LiveError> {
+        self.usable_conn().await?.pipeline(calls, deadline).await
     }
 
     /// The daemon's PM2 version.
@@ -157,6 +184,12 @@ impl Pm2Client {
     /// The daemon's own environment (`getReport().env`), once a list was read.
     pub fn daemon_env(&self) -> Option<&Map<String, Value>> {
         self.daemon_env.as_ref()
+    }
+
+    /// The script the daemon runs (`.../pm2/lib/Daemon.js`), once a list was read:
+    /// where the daemon's own pm2 package is.
+    pub fn daemon_script(&self) -> Option<&std::path::Path> {
+        self.daemon_script.as_deref()
     }
 
     /// The deadline of each call.
@@ -171,7 +204,7 @@ impl Pm2Client {
 
     /// `ping`: the daemon answers.
     pub async fn ping(&mut self) -> Result<(), LiveError> {
-        let reply = self.conn.call(&Call::ping()).await?;
+        let reply = self.call(&Call::ping()).await?;
         match reply.first().and_then(|v| v.get("msg")).and_then(Value::as_str) {
             Some("pong") => Ok(()),
             _ => Err(LiveError::BadReply { method: "ping", detail: format!("{reply:?}") }),
@@ -181,7 +214,7 @@ impl Pm2Client {
     /// `getReport`: the daemon's env, argv, start time. Cached after the first call.
     async fn load_report(&mut self) -> Result<(), LiveError> {
         if self.daemon_env.is_none() {
-            let reply = self.conn.call(&Call::get_report()).await?;
+            let reply = self.call(&Call::get_report()).await?;
             self.set_report(reply);
         }
         Ok(())
@@ -190,6 +223,7 @@ impl Pm2Client {
     fn set_report(&mut self, reply: Vec<Value>) {
         let report = reply.into_iter().next().unwrap_or(Value::Null);
         self.daemon.started_at_ms = report.get("started_at").and_then(Value::as_i64);
+        self.daemon_script = report.get("argv").and_then(|a| a.get(1)).and_then(Value::as_str).map(std::path::PathBuf::from);
         self.daemon_env = Some(match report {
             Value::Object(mut obj) => match obj.remove("env") {
                 Some(Value::Object(env)) => env,
@@ -202,7 +236,7 @@ impl Pm2Client {
     /// Reads the whole process list (`getMonitorData`), normalized.
     pub async fn list(&mut self) -> Result<LiveState, LiveError> {
         self.load_report().await?;
-        let mut replies = self.conn.pipeline(&[Call::get_monitor_data()], self.conn.timeout()).await?;
+        let mut replies = self.pipeline(&[Call::get_monitor_data()], self.conn.timeout()).await?;
         let list = replies.pop().map(|r| r.first_arg::<RawList>()).transpose()?.flatten();
         self.state_from(list.unwrap_or_default())
     }
@@ -212,7 +246,7 @@ impl Pm2Client {
     /// `pm2 resurrect` re-prepares a dump).
     pub async fn list_with_raw(&mut self) -> Result<(LiveState, Vec<Value>), LiveError> {
         self.load_report().await?;
-        let reply = self.conn.call(&Call::get_monitor_data()).await?;
+        let reply = self.call(&Call::get_monitor_data()).await?;
         let raw = match reply.first() {
             Some(Value::Array(items)) => items.clone(),
             _ => Vec::new(),
@@ -266,6 +300,8 @@ impl Pm2Client {
             namespace: p.namespace.clone(),
             status: p.status.clone(),
             exec_mode: p.exec_mode,
+            pid: p.pid,
+            kill_timeout_ms: kill,
             budget,
         })
     }
@@ -331,7 +367,14 @@ impl Pm2Client {
         let kill = app.payload().get("kill_timeout").and_then(as_u64).unwrap_or(1600);
         let listen = app.payload().get("listen_timeout").and_then(as_u64).unwrap_or(3000);
         let budget = self.conn.timeout().max(Duration::from_millis(kill + listen + 2000));
-        let reply = self.conn.call_within(&call, budget).await?;
+        let cluster = app.payload().get("exec_mode").and_then(Value::as_str) == Some("cluster_mode");
+        let reply = match self.call_within(&call, budget).await {
+            Err(LiveError::Timeout { method, after, .. }) if cluster && !self.answers_cluster_calls() => {
+                let before: Vec<u64> = state.processes.iter().map(|p| p.pm_id).collect();
+                return Err(self.unanswered(method, &name, &namespace, after, |p| !before.contains(&p.pm_id), None).await);
+            }
+            other => other?,
+        };
         // One ChildProcess/Worker clone per instance; only `.pm2_env` is meaningful.
         let ids: Vec<u64> = match reply.first() {
             Some(Value::Array(items)) => {
@@ -347,11 +390,118 @@ impl Pm2Client {
 
     /// Stops one process (as `pm2 stop <id>`: `stopWatch`, `stopProcessId`, then a
     /// `stop` event on the bus).
+    ///
+    /// On PM2 5.x/6.x the daemon answers once the main pid is gone, not the tree
+    /// (`lib/God/Methods.js` `killProcess`), so a child may still hold the app's port:
+    /// the tree seen before the call is waited for, as 7.x does (see
+    /// [`Pm2Client::finish_stop`]).
     pub async fn stop(&mut self, p: &OwnedProcess) -> Result<(), LiveError> {
-        self.conn.call(&Call::stop_watch(WatchedAction::Stop, p.pm_id)).await?;
+        self.call(&Call::stop_watch(WatchedAction::Stop, p.pm_id)).await?;
         let budget = self.budget(p);
-        self.conn.call_within(&Call::stop_process_id(p.pm_id), budget).await?;
+        let tree = self.tree_to_wait_for(p);
+        self.call_within(&Call::stop_process_id(p.pm_id), budget).await?;
+        self.finish_stop(p, &tree).await;
         self.notify(p.pm_id, NotifyAction::Stop).await
+    }
+
+    /// Whether the daemon answers a cluster start/restart/reload whose worker exits
+    /// before "online" (7.x does; 5.x/6.x never do).
+    fn answers_cluster_calls(&self) -> bool {
+        Pm2Version::parse(&self.version).is_none_or(|v| v.answers_cluster_exit_before_online())
+    }
+
+    /// On a daemon whose stop waits for the main pid only (5.x/6.x): the process tree
+    /// of `p` right now, to wait for after the stop. Empty on 7.x.
+    fn tree_to_wait_for(&self, p: &OwnedProcess) -> Vec<procs::ProcId> {
+        let waits_for_tree = Pm2Version::parse(&self.version).is_none_or(|v| v.stop_waits_for_tree());
+        match p.pid {
+            Some(pid) if !waits_for_tree => procs::tree(pid),
+            _ => Vec::new(),
+        }
+    }
+
+    /// After a stop the daemon reported done: waits for the rest of `tree` (what 7.x's
+    /// `killProcess` waits for), and SIGKILLs what is left after `kill_timeout`, as
+    /// 7.x does. Every pid was a descendant of the app's process when the stop was
+    /// sent, and is checked to be that same process (start time) before a signal.
+    async fn finish_stop(&self, p: &OwnedProcess, tree: &[procs::ProcId]) {
+        if tree.is_empty() {
+            return;
+        }
+        let grace = Duration::from_millis(p.kill_timeout_ms.saturating_add(1000));
+        let left = procs::wait_gone(tree, grace).await;
+        if !left.is_empty() {
+            tracing::warn!(pm_id = p.pm_id, left = left.len(), "processes of a stopped app outlived its stop; sending SIGKILL as PM2 7 does");
+            procs::signal_all(&left, libc::SIGKILL);
+            let _ = procs::wait_gone(&left, Duration::from_secs(2)).await;
+        }
+    }
+
+    /// After a cluster call PM2 5/6 never answered: a fresh read (on a new
+    /// connection), then the error that says what it shows. `new` picks the processes
+    /// the call made or left (owned, with the app's name); `old_worker` is the
+    /// process a reload parked under `_old_<id>`, stopped if it is still there.
+    async fn unanswered(
+        &mut self,
+        method: &'static str,
+        name: &str,
+        namespace: &str,
+        after: Duration,
+        new: impl Fn(&LiveProcess) -> bool,
+        old_worker: Option<&OwnedProcess>,
+    ) -> LiveError {
+        let old = match old_worker {
+            Some(p) => self.stop_old_worker(p).await,
+            None => None,
+        };
+        let seen = match self.list().await {
+            Ok(state) => {
+                let procs: Vec<&LiveProcess> =
+                    state.processes.iter().filter(|p| p.name == name && p.namespace == namespace && new(p)).collect();
+                let pm_ids: Vec<(u64, u64)> = procs.iter().map(|p| (p.pm_id, p.restarts)).collect();
+                let what: Vec<String> = procs.iter().map(|p| format!("pm_id {} {}", p.pm_id, p.status.as_str())).collect();
+                (pm_ids, if what.is_empty() { "no process of it".to_string() } else { what.join(", ") })
+            }
+            Err(e) => (Vec::new(), format!("nothing: the read failed too ({e})")),
+        };
+        let mut read = format!("a fresh read shows {}", seen.1);
+        if let Some(old) = old {
+            read.push_str("; ");
+            read.push_str(&old);
+        }
+        LiveError::Unanswered { method, name: name.to_string(), version: self.version.clone(), after, read, pm_ids: seen.0 }
+    }
+
+    /// A reload PM2 5/6 never answered parks the old worker as `_old_<id>`: hidden
+    /// from `getMonitorData`, still running, holding the port (`lib/God/Reload.js`).
+    /// If `p`'s old pid still runs and is provably that worker of this daemon
+    /// ([`procs::is_cluster_worker_of`]), the daemon is asked to delete `_old_<id>`
+    /// (what the reload itself does once the new worker listens), and its tree is
+    /// waited for. Returns what was done, for the error message.
+    async fn stop_old_worker(&mut self, p: &OwnedProcess) -> Option<String> {
+        let old = procs::ProcId::of(p.pid?)?;
+        let daemon_pid = self.home.daemon_pid().and_then(|d| u32::try_from(d).ok())?;
+        if !procs::is_cluster_worker_of(old.pid, daemon_pid, &self.home.dir, p.pm_id, &p.name, &p.namespace) {
+            return None;
+        }
+        if let Ok(state) = self.list().await
+            && state.processes.iter().any(|q| q.pid == Some(old.pid))
+        {
+            return None; // Listed: not a leftover (the reload did not get that far).
+        }
+        let tree = procs::tree(old.pid);
+        let budget = self.budget(p);
+        let asked = self.call_within(&Call::delete_old_worker(p.pm_id), budget).await;
+        let mut left = procs::wait_gone(&tree, Duration::from_millis(p.kill_timeout_ms.saturating_add(1000))).await;
+        if !left.is_empty() {
+            procs::signal_all(&left, libc::SIGKILL);
+            left = procs::wait_gone(&left, Duration::from_secs(2)).await;
+        }
+        Some(match (asked, left.is_empty()) {
+            (_, true) => format!("the old worker (pid {}) left running under _old_{} was stopped", old.pid, p.pm_id),
+            (Err(e), false) => format!("the old worker (pid {}) left under _old_{} could not be stopped: {e}", old.pid, p.pm_id),
+            (Ok(_), false) => format!("the old worker (pid {}) left under _old_{} is still running", old.pid, p.pm_id),
+        })
     }
 
     /// Restarts one process, merging `env` into its env (pm2-internals.md §4: values
@@ -360,7 +510,14 @@ impl Pm2Client {
     /// reported right after the respawn (the health gate's baseline), when it did.
     pub async fn restart(&mut self, p: &OwnedProcess, env: Map<String, Value>) -> Result<Option<u64>, LiveError> {
         let budget = self.budget(p);
-        let reply = self.conn.call_within(&Call::restart_process_id(p.pm_id, env), budget).await?;
+        let tree = self.tree_to_wait_for(p);
+        let reply = match self.call_within(&Call::restart_process_id(p.pm_id, env), budget).await {
+            Err(LiveError::Timeout { method, after, .. }) if p.exec_mode == ExecMode::Cluster && !self.answers_cluster_calls() => {
+                return Err(self.unanswered(method, &p.name, &p.namespace, after, |q| q.pm_id == p.pm_id, None).await);
+            }
+            other => other?,
+        };
+        self.finish_stop(p, &tree).await;
         self.notify(p.pm_id, NotifyAction::Restart).await?;
         Ok(reply.first().and_then(|r| r.get("pm2_env")).and_then(|e| e.get("restart_time")).and_then(as_u64))
     }
@@ -369,7 +526,14 @@ impl Pm2Client {
     /// does); returns the new `pm_id`. The clone keeps `p`'s spec and stamp.
     pub async fn duplicate(&mut self, p: &OwnedProcess) -> Result<u64, LiveError> {
         let budget = self.budget(p);
-        let reply = self.conn.call_within(&Call::duplicate_process_id(p.pm_id), budget).await?;
+        let hazard = p.exec_mode == ExecMode::Cluster && !self.answers_cluster_calls();
+        let before: Vec<u64> = if hazard { self.list().await?.processes.iter().map(|q| q.pm_id).collect() } else { Vec::new() };
+        let reply = match self.call_within(&Call::duplicate_process_id(p.pm_id), budget).await {
+            Err(LiveError::Timeout { method, after, .. }) if hazard => {
+                return Err(self.unanswered(method, &p.name, &p.namespace, after, |q| !before.contains(&q.pm_id), None).await);
+            }
+            other => other?,
+        };
         reply
             .first()
             .and_then(|r| r.get("pm2_env"))
@@ -381,22 +545,30 @@ impl Pm2Client {
     /// Reloads one process: zero-downtime for an online cluster app, a restart otherwise.
     pub async fn reload(&mut self, p: &OwnedProcess, env: Map<String, Value>) -> Result<(), LiveError> {
         let budget = self.budget(p);
-        self.conn.call_within(&Call::reload_process_id(p.pm_id, env), budget).await?;
+        match self.call_within(&Call::reload_process_id(p.pm_id, env), budget).await {
+            Err(LiveError::Timeout { method, after, .. }) if p.exec_mode == ExecMode::Cluster && !self.answers_cluster_calls() => {
+                return Err(self.unanswered(method, &p.name, &p.namespace, after, |q| q.pm_id == p.pm_id, Some(p)).await);
+            }
+            other => other?,
+        };
         self.notify(p.pm_id, NotifyAction::Reload).await
     }
 
     /// Deletes one process (stopping it first, as the daemon does). Consumes the
     /// confirmation: the `pm_id` is gone afterwards and may be reused by PM2.
     pub async fn delete(&mut self, p: OwnedProcess) -> Result<(), LiveError> {
-        self.conn.call(&Call::stop_watch(WatchedAction::Delete, p.pm_id)).await?;
+        self.call(&Call::stop_watch(WatchedAction::Delete, p.pm_id)).await?;
         let budget = self.budget(&p);
+        let tree = self.tree_to_wait_for(&p);
         // No `delete` notification: the CLI sends it after the entry is gone, so the
         // daemon only answers "process id doesnt exists" (pm2-internals.md §0.6).
-        self.conn.call_within(&Call::delete_process_id(p.pm_id), budget).await.map(|_| ())
+        self.call_within(&Call::delete_process_id(p.pm_id), budget).await?;
+        self.finish_stop(&p, &tree).await;
+        Ok(())
     }
 
     async fn notify(&mut self, pm_id: u64, action: NotifyAction) -> Result<(), LiveError> {
-        match self.conn.call(&Call::notify_by_process_id(pm_id, action)).await {
+        match self.call(&Call::notify_by_process_id(pm_id, action)).await {
             // The action itself succeeded; a failed notification only loses a bus event.
             Err(LiveError::Remote { message, .. }) => {
                 tracing::debug!(pm_id, %message, "notifyByProcessId failed");
@@ -412,18 +584,4 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_pm2_7_is_supported() {
-        assert!(version_supported("7.0.4"));
-        assert!(version_supported("7.12.0-beta"));
-        assert!(!version_supported("6.0.8"));
-        assert!(!version_supported("8.0.0"));
-        assert!(!version_supported("garbage"));
-    }
 }

@@ -47,9 +47,20 @@ pub enum LiveError {
         "PM2 daemon at {path} did not answer `{method}` within {} ms: it may be hung; check its pm2.log, or raise [pm2] timeout_ms", after.as_millis()
     )]
     Timeout { method: &'static str, path: String, after: Duration },
+    /// PM2 5.x/6.x never answer a cluster start/restart/reload whose worker exits
+    /// before "online"; the call was bounded and the list read again.
+    #[error(
+        "PM2 {version} did not answer `{method}` for cluster app `{name}` within {} ms: PM2 5.x and 6.x never answer it when a worker exits before it is online (lib/God.js executeApp); {read}. Check the app's error log", after.as_millis()
+    )]
+    Unanswered { method: &'static str, name: String, version: String, after: Duration, read: String, pm_ids: Vec<(u64, u64)> },
     /// The daemon closed the connection before answering.
     #[error("PM2 daemon at {path} closed the connection during `{method}`: it may have crashed; check its pm2.log")]
     Closed { method: &'static str, path: String },
+    /// A call was attempted on a connection whose earlier call never completed.
+    #[error(
+        "not sending `{method}` to the PM2 daemon at {path}: an earlier call on this connection got no answer (its reply may still come); a new connection is needed"
+    )]
+    Unusable { method: &'static str, path: String },
     /// Reading from or writing to the socket failed.
     #[error("i/o error talking to the PM2 daemon at {path} during `{method}`")]
     Io {
@@ -105,12 +116,27 @@ pub enum LiveError {
     /// PM2's JavaScript library cannot be found to resolve an app for `prepare`.
     #[error("cannot find PM2's lib/Common.js (looked at {looked}): install pm2 and put it on PATH, or set RECONCILE_PM2 to its package directory")]
     Pm2LibNotFound { looked: String },
+    /// The pm2 package found to resolve apps is not of the daemon's major version.
+    #[error(
+        "the pm2 package at {} is version {lib_version}, but the daemon runs PM2 {daemon_version}: apps must be resolved by the daemon's own major (lib/Common.js differs between majors); set RECONCILE_PM2 to a pm2 package of the daemon's major version (e.g. the one the daemon runs from)", dir.display()
+    )]
+    Pm2LibVersion { dir: PathBuf, lib_version: String, daemon_version: String },
     /// The `node` helper that resolves an app as `pm2 start` does failed.
     #[error("resolving app `{name}` as pm2 would failed: {message}")]
     Resolve { name: String, message: String },
 }
 
 impl LiveError {
+    /// The processes (pm_id, restart count) a fresh read found after a cluster call
+    /// PM2 5/6 never answered ([`LiveError::Unanswered`]): the health gate must still
+    /// judge them (and stop them if they crash-loop). Empty for every other error.
+    pub fn unanswered_pm_ids(&self) -> &[(u64, u64)] {
+        match self {
+            LiveError::Unanswered { pm_ids, .. } => pm_ids,
+            _ => &[],
+        }
+    }
+
     /// Whether this is a fault of the daemon or its home (as opposed to a refused action).
     pub fn is_daemon_fault(&self) -> bool {
         !matches!(
@@ -124,6 +150,7 @@ impl LiveError {
                 | LiveError::Remote { .. }
                 | LiveError::Resolve { .. }
                 | LiveError::Pm2LibNotFound { .. }
+                | LiveError::Pm2LibVersion { .. }
         )
     }
 }

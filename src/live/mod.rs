@@ -19,9 +19,11 @@ pub mod error;
 pub mod health;
 pub mod home;
 pub mod model;
+pub mod procs;
 pub mod resolve;
 pub mod rpc;
 pub mod snapshot;
+pub mod version;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +34,7 @@ pub use error::LiveError;
 pub use home::{Endpoint, Pm2Home};
 pub use model::{DaemonInfo, ExecMode, LiveOrigin, LiveProcess, LiveState, ProcessStatus};
 pub use resolve::{ResolveRequest, ResolvedApp, Resolver};
+pub use version::Pm2Version;
 
 /// Where live state comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

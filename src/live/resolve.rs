@@ -34,7 +34,9 @@
 //!
 //! `$RECONCILE_PM2` (the pm2 package directory, or its `bin/pm2`) if set; else the
 //! `pm2` found on `PATH`, following symlinks (`node_modules/.bin/pm2` →
-//! `../pm2/bin/pm2`) to its package directory. `node` must be on `PATH`.
+//! `../pm2/bin/pm2`) to its package directory. `node` must be on `PATH`. `apply`
+//! uses [`Resolver::for_daemon`]: the package must be of the daemon's major (the
+//! daemon's own package first), or apply refuses naming both versions.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -211,6 +213,47 @@ impl Resolver {
         Ok(Self { pm2_dir, node: which("node").unwrap_or_else(|| PathBuf::from("node")), timeout })
     }
 
+    /// The resolver for a daemon running PM2 `daemon_version`: the package must be
+    /// of the same major (`lib/Common.js` resolves apps differently between majors:
+    /// docs/pm2-versions.md). `$RECONCILE_PM2`, when set, is the only candidate and
+    /// is refused if its major differs. Otherwise the daemon's own package (from its
+    /// `getReport().argv`, `.../pm2/lib/Daemon.js`, when readable here) is preferred,
+    /// then `pm2` on `PATH`; the first of the daemon's major wins.
+    pub fn for_daemon(daemon_version: &str, daemon_script: Option<&Path>, timeout: Duration) -> Result<Self, LiveError> {
+        let node = which("node").unwrap_or_else(|| PathBuf::from("node"));
+        let explicit = std::env::var_os("RECONCILE_PM2").filter(|v| !v.is_empty()).map(PathBuf::from);
+        let candidates: Vec<PathBuf> = match explicit {
+            Some(dir) => vec![dir],
+            None => daemon_script
+                .and_then(|script| script.parent()?.parent().map(Path::to_path_buf))
+                .into_iter()
+                .chain(which("pm2"))
+                .collect(),
+        };
+        let mut first_found: Option<(PathBuf, String)> = None;
+        for candidate in &candidates {
+            let Some(pm2_dir) = package_dir(candidate) else { continue };
+            let version = package_version(&pm2_dir).unwrap_or_else(|| "an unknown version".into());
+            if same_major(&version, daemon_version) {
+                return Ok(Self { pm2_dir, node, timeout });
+            }
+            first_found.get_or_insert((pm2_dir, version));
+        }
+        match first_found {
+            Some((dir, lib_version)) => Err(LiveError::Pm2LibVersion { dir, lib_version, daemon_version: daemon_version.to_string() }),
+            None => {
+                let looked = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+                let looked = if looked.is_empty() { "$RECONCILE_PM2 and pm2 on PATH".to_string() } else { looked };
+                Err(LiveError::Pm2LibNotFound { looked })
+            }
+        }
+    }
+
+    /// The version of the PM2 package in use (its package.json), if it says.
+    pub fn pm2_version(&self) -> Option<String> {
+        package_version(&self.pm2_dir)
+    }
+
     /// Uses the PM2 package in `pm2_dir` (tests point this at the repo's node_modules).
     pub fn with_pm2_dir(pm2_dir: impl Into<PathBuf>, timeout: Duration) -> Result<Self, LiveError> {
         let dir = pm2_dir.into();
@@ -315,6 +358,19 @@ impl Resolver {
             })
             .collect())
     }
+}
+
+/// The `version` in a package directory's package.json.
+fn package_version(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("package.json")).ok()?;
+    let doc: Value = serde_json::from_str(&text).ok()?;
+    doc.get("version")?.as_str().map(str::to_string)
+}
+
+/// Whether two PM2 versions have the same major.
+fn same_major(a: &str, b: &str) -> bool {
+    let major = |v: &str| super::version::Pm2Version::parse(v).map(|v| v.major);
+    major(a).is_some() && major(a) == major(b)
 }
 
 /// `bin/pm2`, `.bin/pm2` (symlink) or the package directory → the package directory.

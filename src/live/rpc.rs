@@ -110,6 +110,15 @@ impl Call {
         Self { method: "deleteProcessId", args: vec![json!(pm_id)] }
     }
 
+    /// `deleteProcessId("_old_<id>")`: the old cluster worker a reload parks under
+    /// `_old_<id>` (`lib/God/Reload.js`), deleted as the reload itself does once the
+    /// new worker listens. For PM2 5/6 reloads that were never answered; an absent
+    /// key gets "id unknown", not a crash (`God.stopProcessId` checks `id in
+    /// clusters_db`).
+    pub fn delete_old_worker(pm_id: u64) -> Self {
+        Self { method: "deleteProcessId", args: vec![json!(format!("_old_{pm_id}"))] }
+    }
+
     /// `duplicateProcessId(id)`: starts one more process cloned from `id`'s `pm2_env`
     /// (what `pm2 scale` does, lib/API.js `scale`). A plain id, like delete.
     pub fn duplicate_process_id(pm_id: u64) -> Self {
@@ -249,6 +258,12 @@ impl RpcConnection {
         self.timeout
     }
 
+    /// Whether the next call may use this connection: false after a call that did
+    /// not complete (timed out, or failed mid-exchange), whose reply may still come.
+    pub fn is_usable(&self) -> bool {
+        !self.poisoned
+    }
+
     /// Sends a call and waits for its reply, within the connection's deadline.
     /// Returns the reply's `args` (the callback arguments after `err`).
     pub async fn call(&mut self, call: &Call) -> Result<Vec<Value>, LiveError> {
@@ -280,7 +295,7 @@ impl RpcConnection {
     pub async fn send(&mut self, calls: &[Call], deadline: Duration) -> Result<InFlight, LiveError> {
         let method = calls.first().map_or("none", Call::method);
         if self.poisoned {
-            return Err(LiveError::Closed { method, path: self.path.clone() });
+            return Err(LiveError::Unusable { method, path: self.path.clone() });
         }
         let until = tokio::time::Instant::now() + deadline;
         let mut frames = Vec::new();
@@ -613,6 +628,7 @@ mod tests {
     fn id_methods_send_a_plain_number() {
         assert_sends(Call::stop_process_id(4), json!([4]));
         assert_sends(Call::delete_process_id(4), json!([4]));
+        assert_sends(Call::delete_old_worker(4), json!(["_old_4"]));
     }
 
     #[test]

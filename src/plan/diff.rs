@@ -138,6 +138,7 @@ pub fn diff(
             LiveOrigin::Daemon { .. } => "daemon".into(),
             LiveOrigin::Snapshot { .. } => "snapshot".into(),
         },
+        pm2_version: live.daemon.as_ref().map(|d| d.version.clone()).filter(|v| !v.is_empty()),
         git_commit: None,
         git_dirty: None,
         desired_apps: desired.iter().map(|d| (d.name.clone(), desired_mark(d))).collect(),

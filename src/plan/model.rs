@@ -139,6 +139,9 @@ pub struct Basis {
     pub live_fingerprint: String,
     /// `daemon` or `snapshot`.
     pub live_source: String,
+    /// The PM2 daemon's version (`getVersion`), when the live state came from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pm2_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

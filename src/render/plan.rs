@@ -51,7 +51,8 @@ pub fn human(plan: &Plan) -> String {
     let bold = style::BOLD;
     let owned = plan.namespaces.join(", ");
     let project = plan.project.as_deref().map(|p| format!("{p}, ")).unwrap_or_default();
-    let _ = writeln!(out, "{bold}reconcile plan{bold:#} ({project}owned namespaces: {owned}; live state from the {})\n", plan.basis.live_source);
+    let pm2 = plan.basis.pm2_version.as_deref().map(|v| format!(", PM2 {v}")).unwrap_or_default();
+    let _ = writeln!(out, "{bold}reconcile plan{bold:#} ({project}owned namespaces: {owned}; live state from the {}{pm2})\n", plan.basis.live_source);
     let mut shown = 0;
     for change in plan.changes.iter().filter(|c| c.action != Action::Noop) {
         shown += 1;

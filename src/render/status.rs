@@ -72,8 +72,9 @@ pub fn human(report: &StatusReport) -> String {
         table(&mut s, &ignored);
     }
     let sum = &report.summary;
+    let daemon = report.daemon.as_ref().map(|d| format!(" (PM2 {})", d.version)).unwrap_or_default();
     s.push_str(&format!(
-        "{} processes: {} owned, {} ignored, {} online, {} warning{}\n",
+        "{} processes: {} owned, {} ignored, {} online, {} warning{}{daemon}\n",
         sum.total,
         sum.owned,
         sum.ignored,

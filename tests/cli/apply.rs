@@ -146,6 +146,7 @@ fn creates_then_updates_one_app_in_place_and_a_second_apply_does_nothing() {
     for key in ["tool_version", "user", "host", "plan", "live_before", "pm2_home"] {
         assert!(!begin[key].is_null(), "begin record has {key}: {begin}");
     }
+    assert_eq!(begin["pm2_version"], crate::support::pm2_version().as_str(), "the journal names the daemon's version");
     let last_end = journal.iter().rev().find(|r| r["event"] == "end").unwrap();
     assert_eq!(last_end["outcome"], "success");
     assert!(last_end["live_after"]["processes"].as_array().is_some_and(|p| !p.is_empty()));

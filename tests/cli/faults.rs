@@ -193,7 +193,7 @@ fn an_unsupported_daemon_version_is_refused() {
         std::thread::sleep(Duration::from_secs(30));
     });
     let err = status_fault(dir.path());
-    assert!(err.contains("runs version 5.3.0; reconcile supports 7.x"), "{err}");
+    assert!(err.contains("runs version 5.3.0; reconcile supports 5.x (5.4 or later), 6.x and 7.x"), "{err}");
 }
 
 #[test]

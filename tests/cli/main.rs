@@ -20,4 +20,5 @@ mod round_trip;
 mod live_read;
 mod live_write;
 mod status;
+mod versions;
 mod watch;

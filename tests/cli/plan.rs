@@ -194,6 +194,7 @@ fn saved_plans_record_their_basis_and_never_hold_secrets() {
     assert!(!saved.contains("tok-") && !saved.contains("pw-old"), "{saved}");
     let saved: Value = serde_json::from_str(&saved).unwrap();
     assert_eq!(saved["basis"]["live_source"], "daemon");
+    assert_eq!(saved["basis"]["pm2_version"], crate::support::pm2_version().as_str(), "the plan names the daemon's version");
     assert_eq!(saved["basis"]["desired_hash"].as_str().unwrap().len(), 32);
     assert_eq!(saved["basis"]["live_fingerprint"].as_str().unwrap().len(), 32);
 }

@@ -37,11 +37,12 @@ fn status_json_lists_owned_and_ignored_with_the_contract_fields() {
     assert_eq!(get("crasher")["pid"], Value::Null);
     let warnings = doc["warnings"].as_array().unwrap();
     assert!(warnings.iter().any(|w| w["name"] == "crasher" && w["kind"] == "errored"), "{warnings:?}");
-    assert_eq!(doc["daemon"]["version"], "7.0.4");
+    assert_eq!(doc["daemon"]["version"], crate::support::pm2_version().as_str());
 
     // The same list, for people: owned apart from ignored, warnings on stderr, exit 0.
     let (code, stdout, stderr, _) = run(home.reconcile().arg("status"));
     assert_eq!(code, 0);
+    assert!(stdout.contains(&format!("PM2 {}", crate::support::pm2_version())), "the human status names the daemon's version: {stdout}");
     let owned_at = stdout.find("owned").unwrap();
     let ignored_at = stdout.find("ignored").unwrap();
     assert!(owned_at < stdout.find("api").unwrap() && stdout.find("other-app").unwrap() > ignored_at, "{stdout}");

@@ -18,21 +18,45 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The repository's pm2 (installed by `npm ci`).
-pub fn pm2_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules/.bin/pm2");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `npm ci` in the repository root (package.json pins the pm2 the tests use)",
-        bin.display()
-    );
-    bin
+/// The PM2 major the tests run against: `RECONCILE_TEST_PM2` (`5`, `6` or `7`;
+/// default 7). It picks both the daemon [`Pm2Home::start`] launches and the package
+/// `reconcile` is given as `RECONCILE_PM2`, so a run talks to one version throughout.
+pub fn pm2_major() -> u32 {
+    match std::env::var("RECONCILE_TEST_PM2").ok().as_deref().map(str::trim) {
+        None | Some("" | "7") => 7,
+        Some("6") => 6,
+        Some("5") => 5,
+        Some(other) => panic!("RECONCILE_TEST_PM2={other:?}: expected 5, 6 or 7"),
+    }
 }
 
-/// The repository's pm2 package directory.
+/// The repository's pm2 package of [`pm2_major`] (installed by `npm ci`: package.json
+/// names `pm2` (7.x), `pm2-6` and `pm2-5`, npm aliases of pm2).
 pub fn pm2_package() -> PathBuf {
-    pm2_bin();
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules/pm2")
+    let name = match pm2_major() {
+        7 => "pm2",
+        6 => "pm2-6",
+        _ => "pm2-5",
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules").join(name);
+    assert!(
+        dir.join("bin/pm2").exists(),
+        "{} is missing: run `npm ci` in the repository root (package.json pins the pm2 versions the tests use)",
+        dir.display()
+    );
+    dir
+}
+
+/// The `pm2` CLI of [`pm2_package`].
+pub fn pm2_bin() -> PathBuf {
+    pm2_package().join("bin/pm2")
+}
+
+/// The exact version of [`pm2_package`] (its package.json), e.g. `"5.4.3"`.
+pub fn pm2_version() -> String {
+    let text = std::fs::read_to_string(pm2_package().join("package.json")).expect("pm2's package.json");
+    let doc: Value = serde_json::from_str(&text).expect("pm2's package.json is JSON");
+    doc["version"].as_str().expect("a version in pm2's package.json").to_string()
 }
 
 /// A short temporary directory (Unix socket paths must stay under ~100 bytes).
