@@ -33,7 +33,7 @@ description:
     app did not stay healthy, verification found a difference) fails the task with
     C(reconcile)'s own message.
 author:
-  - reconcile maintainers
+  - reconcile maintainers (!UNKNOWN)
 requirements:
   - C(reconcile) on the target host (on E(PATH) or named by O(binary)).
   - C(node) and the C(pm2) package on the target host, as C(reconcile apply) needs
@@ -99,6 +99,7 @@ attributes:
     support: full
   platform:
     description: Hosts where PM2 runs.
+    support: full
     platforms: posix
 notes:
   - Idempotent; a second run with the same files plans no change and reports

@@ -18,7 +18,7 @@ description:
   - A plan that cannot be made (lint errors, a live name conflict, a daemon that does
     not answer) fails the task with C(reconcile)'s message.
 author:
-  - reconcile maintainers
+  - reconcile maintainers (!UNKNOWN)
 requirements:
   - C(reconcile) on the target host (on E(PATH) or named by O(binary)).
 options:
@@ -60,6 +60,7 @@ attributes:
     support: none
   platform:
     description: Hosts where PM2 runs.
+    support: full
     platforms: posix
 seealso:
   - module: reconcile.pm2.apply
