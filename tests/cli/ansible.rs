@@ -332,6 +332,31 @@ fn ansible_plan_module_returns_the_plan_and_never_reports_a_change() {
     w.assert_foreign_untouched();
 }
 
+#[test]
+fn ansible_config_and_env_parameters_name_the_project_file_and_the_env_block() {
+    let w = World::new();
+    std::fs::rename(w.project.join("reconcile.toml"), w.project.join("deploy.toml")).expect("rename");
+    w.write(&[sleep_app("web", json!({"env": {"GREETING": "dev"}, "env_production": {"GREETING": "prod"}}))]);
+    let run = w.playbook(
+        "plan.yml",
+        &[],
+        json!({"expect_changes": true, "config": w.project.join("deploy.toml"), "env_name": "production"}),
+    );
+    run.expect(0);
+    let attrs = &run.result["plan"]["changes"][0]["attributes"];
+    let greeting = attrs.as_array().expect("attributes").iter().find(|a| a["path"] == "env.GREETING").expect("env.GREETING");
+    assert_eq!(greeting["after"], "prod", "--env production merged env_production: {}", run.result);
+    let cmd = run.result["cmd"].to_string();
+    assert!(cmd.contains("\"--config\"") && cmd.contains("deploy.toml") && cmd.contains("\"--env\",\"production\""), "{cmd}");
+
+    // Without `config`, there is no reconcile.toml: reconcile's message fails the task.
+    let run = w.playbook("plan.yml", &[], json!({"expect_changes": true}));
+    run.expect(2);
+    assert_eq!(run.result["failed"], true, "{}", run.result);
+    assert!(run.result["msg"].as_str().is_some_and(|m| m.contains("reconcile.toml")), "{}", run.result);
+    w.assert_foreign_untouched();
+}
+
 /// The module documentation parses and names every parameter the issue asks for
 /// (`ansible-doc` reads DOCUMENTATION, EXAMPLES and RETURN).
 #[test]
@@ -360,7 +385,7 @@ fn ansible_doc_reads_both_modules() {
     }
 }
 
-/// The collection README's playbooks: each `yaml` block passes `ansible-playbook
+/// The playbooks of the collection README and README.md's fleet section: each passes `ansible-playbook
 /// --syntax-check` (which also resolves every module name), and the rolling deploy
 /// runs with `serial:`.
 #[test]
@@ -368,9 +393,15 @@ fn ansible_collection_readme_playbooks_pass_syntax_check() {
     let venv = venv();
     let collection = repo().join("contrib/ansible/ansible_collections/reconcile/pm2");
     let readme = std::fs::read_to_string(collection.join("README.md")).expect("collection README");
-    let blocks: Vec<&str> =
-        readme.split("```yaml\n").skip(1).map(|rest| rest.split_once("```").expect("a closed block").0).collect();
-    assert!(blocks.len() >= 2, "the README shows a deploy and a plan playbook");
+    let main_readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    let yaml_blocks = |text: &str| -> Vec<String> {
+        text.split("```yaml\n").skip(1).map(|rest| rest.split_once("```").expect("a closed block").0.to_string()).collect()
+    };
+    let mut blocks = yaml_blocks(&readme);
+    assert!(blocks.len() >= 2, "the collection README shows a deploy and a plan playbook");
+    let fleet: Vec<String> = yaml_blocks(&main_readme).into_iter().filter(|b| b.contains("reconcile.pm2.")).collect();
+    assert!(!fleet.is_empty(), "README.md's fleet section shows a playbook");
+    blocks.extend(fleet);
     assert!(
         blocks.iter().any(|b| b.contains("serial:") && b.contains("reconcile.pm2.apply:")),
         "a rolling deploy with serial:"
