@@ -10,6 +10,7 @@
 //! module's `pm2_home` parameter, and `HOME` is the test's directory, so the
 //! `~/.pm2` fallback can never be the real one.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -355,6 +356,45 @@ fn ansible_config_and_env_parameters_name_the_project_file_and_the_env_block() {
     assert_eq!(run.result["failed"], true, "{}", run.result);
     assert!(run.result["msg"].as_str().is_some_and(|m| m.contains("reconcile.toml")), "{}", run.result);
     w.assert_foreign_untouched();
+}
+
+/// `restart:` becomes `apply --restart NAME` once per app (the real flag comes from
+/// another branch, so a stand-in binary records what the module runs): no plan file
+/// (`--restart` plans again itself), and `changed` in check mode too, where only
+/// `plan` runs.
+#[test]
+fn ansible_restart_passes_each_app_as_apply_restart() {
+    let w = World::new();
+    let stub = w.home.path().join("stub-reconcile");
+    let log = w.home.path().join("stub.log");
+    std::fs::write(
+        &stub,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {log:?}\ncase \" $* \" in\n\
+             *' plan '*) echo '{{\"version\":1,\"changes\":[],\"summary\":{{}},\"guard\":{{\"violations\":[]}}}}' ;;\n\
+             *' apply '*) echo '{{\"outcome\":\"success\",\"actions\":[{{\"app\":\"web\",\"call\":\"restart\"}}]}}' ;;\n\
+             esac\n",
+            log = log.display().to_string()
+        ),
+    )
+    .expect("stub");
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let vars = json!({"reconcile_binary": stub, "restart": ["web", "api"]});
+
+    let check = w.playbook("apply.yml", &["--check"], vars.clone());
+    check.expect(0);
+    assert!(check.changed(), "a restart is a change, also in check mode: {}", check.result);
+    let lines = std::fs::read_to_string(&log).expect("stub log");
+    assert!(lines.lines().all(|l| l.contains(" plan ")), "check mode ran only plan:\n{lines}");
+
+    std::fs::remove_file(&log).expect("rm log");
+    let run = w.playbook("apply.yml", &[], vars);
+    run.expect(0);
+    assert!(run.changed(), "{}", run.result);
+    let lines = std::fs::read_to_string(&log).expect("stub log");
+    let apply = lines.lines().find(|l| l.contains(" apply ")).unwrap_or_else(|| panic!("apply ran:\n{lines}"));
+    assert!(apply.contains("--auto-approve"), "{apply}");
+    assert!(apply.ends_with("--restart web --restart api"), "each app as --restart NAME, no plan file: {apply}");
 }
 
 /// The module documentation parses and names every parameter the issue asks for
