@@ -292,6 +292,26 @@ fn ansible_a_refused_apply_fails_the_task_with_reconciles_message_and_changes_no
 }
 
 #[test]
+fn ansible_a_failed_apply_fails_the_task_with_reconciles_message_and_report() {
+    let w = World::new();
+    // An app that exits at once: apply's health gate stops it and fails.
+    let crasher = sleep_app("crasher", json!({"script": "/bin/false", "args": []}));
+    w.write(&[crasher]);
+    let run = w.apply(&[]);
+    run.expect(2);
+    assert_eq!(run.result["failed"], true, "{}", run.result);
+    assert_eq!(run.result["changed"], true, "it did start something: {}", run.result);
+    assert_eq!(run.result["apply"]["outcome"], "failed", "apply's report is in the result: {}", run.result);
+    let msg = run.result["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains("crasher"), "reconcile's message names the app: {msg}");
+    // Stopped by the health gate, or errored if PM2's max_restarts came first
+    // (apply.rs proves the gate itself); either way it no longer loops.
+    let ours = w.ours();
+    assert!(ours.iter().all(|p| p.3 == "stopped" || p.3 == "errored"), "the crash loop ended: {ours:?}");
+    w.assert_foreign_untouched();
+}
+
+#[test]
 fn ansible_a_lint_error_fails_the_task_with_the_finding_in_check_mode_and_in_a_real_run() {
     let w = World::new();
     let mut app = web("hi", SECRET);
