@@ -378,7 +378,8 @@ fn ansible_config_and_env_parameters_name_the_project_file_and_the_env_block() {
     w.assert_foreign_untouched();
 }
 
-/// `restart:` becomes `apply --restart NAME` once per app (the real flag comes from
+/// `restart:` becomes `apply --restart NAME` once per app, and `rollback` and
+/// `allow_blast_radius` their flags (the real flag comes from
 /// another branch, so a stand-in binary records what the module runs): no plan file
 /// (`--restart` plans again itself), and `changed` in check mode too, where only
 /// `plan` runs.
@@ -408,12 +409,16 @@ fn ansible_restart_passes_each_app_as_apply_restart() {
     assert!(lines.lines().all(|l| l.contains(" plan ")), "check mode ran only plan:\n{lines}");
 
     std::fs::remove_file(&log).expect("rm log");
+    let mut vars = vars;
+    vars["rollback"] = json!(true);
+    vars["allow_blast_radius"] = json!(true);
     let run = w.playbook("apply.yml", &[], vars);
     run.expect(0);
     assert!(run.changed(), "{}", run.result);
     let lines = std::fs::read_to_string(&log).expect("stub log");
     let apply = lines.lines().find(|l| l.contains(" apply ")).unwrap_or_else(|| panic!("apply ran:\n{lines}"));
     assert!(apply.contains("--auto-approve"), "{apply}");
+    assert!(apply.contains("--allow-blast-radius") && apply.contains("--rollback"), "{apply}");
     assert!(apply.ends_with("--restart web --restart api"), "each app as --restart NAME, no plan file: {apply}");
 }
 
