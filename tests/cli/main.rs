@@ -5,6 +5,7 @@
 
 mod support;
 
+mod ansible;
 mod apply;
 mod ci_examples;
 mod deploy;
