@@ -693,7 +693,7 @@ mod tests {
         let scope = Scope { namespaces: &owned, only: Some(&only) };
         let saved = vec![app("other", "theirs", "o"), app("api", "mine", "saved")];
         let (merged, kept) = merge(&saved, vec![app("web", "mine", "new")], &scope);
-        let names: Vec<&str> = merged.iter().map(|e| name(e)).collect();
+        let names: Vec<&str> = merged.iter().map(name).collect();
         assert_eq!(names, ["other", "api", "web"], "api is out of scope: kept as saved");
         assert_eq!(kept, 2);
         let (merged, _) = merge(&[], vec![app("web", "mine", "n")], &scope);
