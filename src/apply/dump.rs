@@ -565,6 +565,7 @@ impl SaveOutcome {
                 if *kept == 1 { "y" } else { "ies" },
                 backup.as_ref().map(|b| format!("; the previous dump is {}", b.display())).unwrap_or_default()
             )),
+            Self::Current { apps: 0, .. } => None,
             Self::Current { path, .. } => Some(format!("PM2's dump {} already holds the owned apps as they run.", path.display())),
             Self::Off | Self::Skipped { .. } => None,
             Self::Failed(e) => Some(format!("the processes are as applied, but PM2's dump was not saved: {e}")),
