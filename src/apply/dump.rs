@@ -829,6 +829,29 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_reads_again_only_when_the_file_changes_and_keeps_only_owned_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let owned = ns(&["mine"]);
+        let scope = Scope { namespaces: &owned, only: None };
+        let mut cache = SavedCache::default();
+        assert_eq!(cache.read(dir.path(), &scope).unwrap(), Saved::Absent);
+        std::fs::write(dir.path().join(DUMP_FILE), serde_json::to_vec(&[app("web", "mine", "a"), app("s", "theirs", "b")]).unwrap()).unwrap();
+        let first = cache.read(dir.path(), &scope).unwrap();
+        let Saved::Found { entries, .. } = &first else { panic!("{first:?}") };
+        assert_eq!(entries.iter().map(name).collect::<Vec<_>>(), ["web"], "foreign entries are not read");
+        let live = vec![(0, app("web", "mine", "b"))];
+        assert_eq!(unsaved(Some(entries), &live, &scope).len(), 1);
+        // Replaced as `reconcile` and editors do (a new inode): seen at once.
+        let tmp = dir.path().join("x.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&[app("web", "mine", "b")]).unwrap()).unwrap();
+        std::fs::rename(&tmp, dir.path().join(DUMP_FILE)).unwrap();
+        let Saved::Found { entries, .. } = cache.read(dir.path(), &scope).unwrap() else { panic!("found") };
+        assert!(unsaved(Some(&entries), &live, &scope).is_empty());
+        std::fs::write(dir.path().join(DUMP_FILE), b"not json").unwrap();
+        assert!(cache.read(dir.path(), &scope).is_err(), "a broken dump is an error, not the cached one");
+    }
+
+    #[test]
     fn without_dump_pm2_the_backup_is_what_resurrect_uses() {
         let dir = tempfile::tempdir().unwrap();
         let saved = vec![app("stock", "theirs", "s")];
