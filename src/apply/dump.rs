@@ -800,6 +800,8 @@ mod tests {
         let foreign = vec![app("stock", "theirs", "s"), app("web", "mine", "old")];
         let before = serde_json::to_vec_pretty(&foreign).unwrap();
         std::fs::write(dir.path().join(DUMP_FILE), &before).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path().join(DUMP_FILE), std::fs::Permissions::from_mode(0o640)).unwrap();
         let outcome = save_entries(dir.path(), vec![(0, app("web", "mine", "new"))], &scope).unwrap();
         assert!(matches!(outcome, SaveOutcome::Written { apps: 1, processes: 1, kept: 1, backup: Some(_), .. }), "{outcome:?}");
         assert_eq!(std::fs::read(dir.path().join(BACKUP_FILE)).unwrap(), before, "the previous dump is the backup");
@@ -809,6 +811,8 @@ mod tests {
         assert_eq!(written[1]["env"]["FOO"], "new");
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
         assert!(leftovers.is_empty(), "no temporary file left");
+        let mode = |f: &str| std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(DUMP_FILE), mode(BACKUP_FILE)), (0o640, 0o640), "the old file's mode is kept");
         let again = save_entries(dir.path(), vec![(3, app("web", "mine", "new"))], &scope).unwrap();
         assert!(matches!(again, SaveOutcome::Current { .. }), "{again:?}");
     }
