@@ -145,11 +145,16 @@ fn io_error<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Er
 /// `pm2_env`. Key order is kept (`pm2 save` writes `pm2_env` as the daemon has it).
 pub fn live_entry(item: &Value) -> Option<(u64, Entry)> {
     let env = item.get("pm2_env")?.as_object()?;
-    if env.get("pmx_module").is_some_and(truthy) {
+    let pm_id = item.get("pm_id").and_then(Value::as_u64);
+    saved_form(pm_id, env.clone())
+}
+
+/// A `pm2_env` made into its dump entry (`None` for a module), with its `pm_id`.
+fn saved_form(pm_id: Option<u64>, mut entry: Entry) -> Option<(u64, Entry)> {
+    if entry.get("pmx_module").is_some_and(truthy) {
         return None;
     }
-    let pm_id = item.get("pm_id").or_else(|| env.get("pm_id")).and_then(Value::as_u64).unwrap_or(u64::MAX);
-    let mut entry = env.clone();
+    let pm_id = pm_id.or_else(|| entry.get("pm_id").and_then(Value::as_u64)).unwrap_or(u64::MAX);
     for key in STRIPPED_BY_SAVE {
         entry.shift_remove(key);
     }
@@ -201,11 +206,7 @@ pub fn live_entries_from_text(text: &str, scope: &Scope<'_>) -> Result<Vec<(u64,
         if !head.in_scope(scope) {
             continue;
         }
-        let env: Value = serde_json::from_str(env.get())?;
-        let pm_id = item.pm_id.map_or(Value::Null, Value::from);
-        if let Some(entry) = live_entry(&json!({"pm_id": pm_id, "pm2_env": env})) {
-            out.push(entry);
-        }
+        out.extend(saved_form(item.pm_id, serde_json::from_str(env.get())?));
     }
     out.sort_by_key(|(id, _)| *id);
     Ok(out)
@@ -302,35 +303,50 @@ pub fn merge(saved: &[Entry], live: Vec<Entry>, scope: &Scope<'_>) -> (Vec<Entry
     (out, kept)
 }
 
-/// What a resurrect restores from an entry, for comparisons.
+/// What a resurrect restores from an entry, for comparisons: the entry without
+/// [`VOLATILE`] fields, borrowed (entries hold the whole env, twice: no copies).
 #[derive(Debug, Clone, PartialEq)]
-struct View {
+struct View<'e> {
     stopped: bool,
-    fields: Map<String, Value>,
+    fields: BTreeMap<&'e str, Field<'e>>,
 }
 
-fn view(entry: &Entry) -> View {
+#[derive(Debug, Clone, PartialEq)]
+enum Field<'e> {
+    Value(&'e Value),
+    /// A pid or log path without PM2's `-<pm_id>` suffix.
+    Path(&'e str),
+    /// `env` without `unique_id` and `vizion_running`.
+    Env(BTreeMap<&'e str, &'e Value>),
+}
+
+fn view(entry: &Entry) -> View<'_> {
     let stopped = entry.get("status").and_then(Value::as_str) == Some("stopped");
-    let mut fields = entry.clone();
-    for key in VOLATILE {
-        fields.remove(key);
-    }
-    if let Some(Value::Object(env)) = fields.get_mut("env") {
-        env.remove("unique_id");
-        env.remove("vizion_running");
-    }
     // PM2 rewrites `-<pm_id>` in the pid path on every prepare, and in log paths
     // unless logs are merged (`executeApp`): a resurrect gives new pm_ids.
-    let merged_logs = fields.get("merge_logs").is_some_and(truthy);
-    let mut suffixed = vec![("pm_pid_path", ".pid")];
-    if !merged_logs {
-        suffixed.extend([("pm_log_path", ".log"), ("pm_out_log_path", ".log"), ("pm_err_log_path", ".log")]);
-    }
-    for (key, ext) in suffixed {
-        if let Some(Value::String(path)) = fields.get_mut(key) {
-            *path = without_id_suffix(path, ext).to_string();
-        }
-    }
+    let merged_logs = entry.get("merge_logs").is_some_and(truthy);
+    let suffix = |key: &str| match key {
+        "pm_pid_path" => Some(".pid"),
+        "pm_log_path" | "pm_out_log_path" | "pm_err_log_path" if !merged_logs => Some(".log"),
+        _ => None,
+    };
+    let fields = entry
+        .iter()
+        .filter(|(k, _)| !VOLATILE.contains(&k.as_str()))
+        .map(|(k, v)| {
+            let field = match (k.as_str(), v) {
+                ("env", Value::Object(env)) => Field::Env(
+                    env.iter().filter(|(k, _)| !matches!(k.as_str(), "unique_id" | "vizion_running")).map(|(k, v)| (k.as_str(), v)).collect(),
+                ),
+                (key, Value::String(path)) => match suffix(key) {
+                    Some(ext) => Field::Path(without_id_suffix(path, ext)),
+                    None => Field::Value(v),
+                },
+                _ => Field::Value(v),
+            };
+            (k.as_str(), field)
+        })
+        .collect();
     View { stopped, fields }
 }
 
@@ -345,25 +361,29 @@ fn without_id_suffix<'a>(path: &'a str, ext: &str) -> &'a str {
 }
 
 /// The top-level fields (and `env.KEY`s) two views differ in, for the message.
-fn differences(live: &View, saved: &View) -> Vec<String> {
+fn differences<'a>(live: &'a View<'_>, saved: &'a View<'_>) -> Vec<String> {
     let mut out = Vec::new();
     if live.stopped != saved.stopped {
         out.push(if live.stopped { "status (stopped now, running in the dump)" } else { "status (running now, stopped in the dump)" }.into());
     }
-    let env_of = |v: &View| v.fields.get("env").and_then(Value::as_object).cloned().unwrap_or_default();
+    let empty = BTreeMap::new();
+    let env_of = |v: &'a View<'_>| match v.fields.get("env") {
+        Some(Field::Env(env)) => env,
+        _ => &empty,
+    };
     let (live_env, saved_env) = (env_of(live), env_of(saved));
-    let keys: BTreeSet<&String> = live.fields.keys().chain(saved.fields.keys()).collect();
+    let keys: BTreeSet<&str> = live.fields.keys().chain(saved.fields.keys()).copied().collect();
     for key in keys {
-        if key == "env" || live_env.contains_key(key.as_str()) || saved_env.contains_key(key.as_str()) {
+        if key == "env" || live_env.contains_key(key) || saved_env.contains_key(key) {
             continue; // env vars are also copied to the top level: told once, as env.KEY
         }
-        if live.fields.get(key.as_str()) != saved.fields.get(key.as_str()) {
-            out.push(key.clone());
+        if live.fields.get(key) != saved.fields.get(key) {
+            out.push(key.to_string());
         }
     }
-    let env_keys: BTreeSet<&String> = live_env.keys().chain(saved_env.keys()).collect();
+    let env_keys: BTreeSet<&str> = live_env.keys().chain(saved_env.keys()).copied().collect();
     for key in env_keys {
-        if live_env.get(key.as_str()) != saved_env.get(key.as_str()) {
+        if live_env.get(key) != saved_env.get(key) {
             out.push(format!("env.{key}"));
         }
     }
@@ -384,15 +404,15 @@ pub struct Unsaved {
 /// Compares the in-scope `live` entries with the in-scope entries of `saved`
 /// (`None`: no dump at all), app by app (name and namespace).
 pub fn unsaved(saved: Option<&[Entry]>, live: &[(u64, Entry)], scope: &Scope<'_>) -> Vec<Unsaved> {
-    type Live = (Vec<u64>, Vec<View>);
-    let mut apps: BTreeMap<(String, String), (Live, Vec<View>)> = BTreeMap::new();
+    type Live<'e> = (Vec<u64>, Vec<View<'e>>);
+    let mut apps: BTreeMap<(&str, &str), (Live<'_>, Vec<View<'_>>)> = BTreeMap::new();
     for (pm_id, entry) in live.iter().filter(|(_, e)| scope.contains(e)) {
-        let ((ids, views), _) = apps.entry((namespace(entry).to_string(), name(entry).to_string())).or_default();
+        let ((ids, views), _) = apps.entry((namespace(entry), name(entry))).or_default();
         ids.push(*pm_id);
         views.push(view(entry));
     }
     for entry in saved.unwrap_or_default().iter().filter(|e| scope.contains(e)) {
-        apps.entry((namespace(entry).to_string(), name(entry).to_string())).or_default().1.push(view(entry));
+        apps.entry((namespace(entry), name(entry))).or_default().1.push(view(entry));
     }
     let mut out = Vec::new();
     for ((namespace, name), ((pm_ids, live), saved_views)) in apps {
@@ -424,7 +444,7 @@ pub fn unsaved(saved: Option<&[Entry]>, live: &[(u64, Entry)], scope: &Scope<'_>
             }
             format!("differs from PM2's dump in {}: a reboot would bring back the saved state", paths.join(", "))
         };
-        out.push(Unsaved { name, namespace, pm_ids, detail });
+        out.push(Unsaved { name: name.to_string(), namespace: namespace.to_string(), pm_ids, detail });
     }
     out
 }
@@ -545,6 +565,7 @@ impl SaveOutcome {
                 if *kept == 1 { "y" } else { "ies" },
                 backup.as_ref().map(|b| format!("; the previous dump is {}", b.display())).unwrap_or_default()
             )),
+            Self::Current { apps: 0, .. } => None,
             Self::Current { path, .. } => Some(format!("PM2's dump {} already holds the owned apps as they run.", path.display())),
             Self::Off | Self::Skipped { .. } => None,
             Self::Failed(e) => Some(format!("the processes are as applied, but PM2's dump was not saved: {e}")),
@@ -693,7 +714,7 @@ mod tests {
         let scope = Scope { namespaces: &owned, only: Some(&only) };
         let saved = vec![app("other", "theirs", "o"), app("api", "mine", "saved")];
         let (merged, kept) = merge(&saved, vec![app("web", "mine", "new")], &scope);
-        let names: Vec<&str> = merged.iter().map(|e| name(e)).collect();
+        let names: Vec<&str> = merged.iter().map(name).collect();
         assert_eq!(names, ["other", "api", "web"], "api is out of scope: kept as saved");
         assert_eq!(kept, 2);
         let (merged, _) = merge(&[], vec![app("web", "mine", "n")], &scope);
@@ -779,6 +800,8 @@ mod tests {
         let foreign = vec![app("stock", "theirs", "s"), app("web", "mine", "old")];
         let before = serde_json::to_vec_pretty(&foreign).unwrap();
         std::fs::write(dir.path().join(DUMP_FILE), &before).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path().join(DUMP_FILE), std::fs::Permissions::from_mode(0o640)).unwrap();
         let outcome = save_entries(dir.path(), vec![(0, app("web", "mine", "new"))], &scope).unwrap();
         assert!(matches!(outcome, SaveOutcome::Written { apps: 1, processes: 1, kept: 1, backup: Some(_), .. }), "{outcome:?}");
         assert_eq!(std::fs::read(dir.path().join(BACKUP_FILE)).unwrap(), before, "the previous dump is the backup");
@@ -788,6 +811,8 @@ mod tests {
         assert_eq!(written[1]["env"]["FOO"], "new");
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
         assert!(leftovers.is_empty(), "no temporary file left");
+        let mode = |f: &str| std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(DUMP_FILE), mode(BACKUP_FILE)), (0o640, 0o640), "the old file's mode is kept");
         let again = save_entries(dir.path(), vec![(3, app("web", "mine", "new"))], &scope).unwrap();
         assert!(matches!(again, SaveOutcome::Current { .. }), "{again:?}");
     }
@@ -805,6 +830,29 @@ mod tests {
             assert_eq!(std::fs::read(dir.path().join(DUMP_FILE)).unwrap(), bad, "left as it was");
             assert!(!dir.path().join(BACKUP_FILE).exists());
         }
+    }
+
+    #[test]
+    fn the_cache_reads_again_only_when_the_file_changes_and_keeps_only_owned_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let owned = ns(&["mine"]);
+        let scope = Scope { namespaces: &owned, only: None };
+        let mut cache = SavedCache::default();
+        assert_eq!(cache.read(dir.path(), &scope).unwrap(), Saved::Absent);
+        std::fs::write(dir.path().join(DUMP_FILE), serde_json::to_vec(&[app("web", "mine", "a"), app("s", "theirs", "b")]).unwrap()).unwrap();
+        let first = cache.read(dir.path(), &scope).unwrap();
+        let Saved::Found { entries, .. } = &first else { panic!("{first:?}") };
+        assert_eq!(entries.iter().map(name).collect::<Vec<_>>(), ["web"], "foreign entries are not read");
+        let live = vec![(0, app("web", "mine", "b"))];
+        assert_eq!(unsaved(Some(entries), &live, &scope).len(), 1);
+        // Replaced as `reconcile` and editors do (a new inode): seen at once.
+        let tmp = dir.path().join("x.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&[app("web", "mine", "b")]).unwrap()).unwrap();
+        std::fs::rename(&tmp, dir.path().join(DUMP_FILE)).unwrap();
+        let Saved::Found { entries, .. } = cache.read(dir.path(), &scope).unwrap() else { panic!("found") };
+        assert!(unsaved(Some(&entries), &live, &scope).is_empty());
+        std::fs::write(dir.path().join(DUMP_FILE), b"not json").unwrap();
+        assert!(cache.read(dir.path(), &scope).is_err(), "a broken dump is an error, not the cached one");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! 8. stale saved plans — [`verify::moved`];
 //! 9. convergence — every apply re-plans from a fresh read, and a plan of noops
 //!    makes no call.
+//! 10. reboot-safe — PM2's dump holds the owned apps as applied ([`dump`]).
 
 pub mod dump;
 pub mod execute;

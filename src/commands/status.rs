@@ -22,19 +22,26 @@ pub fn run(cli: &Cli, _args: &StatusArgs) -> Result<ExitStatus> {
     let settings = project.as_ref().map(|p| p.settings.clone()).unwrap_or_default();
     let source = live_source(&cli.global, project.as_ref())?;
     let timeout = Duration::from_millis(settings.pm2.timeout_ms);
-    let fetched = live::fetch(&source, timeout)?;
-    // Before parsing (which consumes the replies): the owned apps' whole `pm2_env`s,
-    // compared with PM2's dump.
-    let dump = match (&project, &source) {
+    // The owned apps are compared with PM2's dump for a project on the daemon (not a
+    // snapshot), unless `[pm2] save = false`.
+    let compared = match (&project, &source) {
         (Some(project), LiveSource::Daemon(home)) if project.settings.pm2.save => {
-            let scope = dump::Scope { namespaces: &project.settings.project.namespaces, only: None };
-            fetched
-                .list_text()
-                .and_then(|text| dump::live_entries_from_text(text, &scope).ok())
-                .map(|live| dump::check(&home.dir, &live, &scope))
+            Some((dump::Scope { namespaces: &project.settings.project.namespaces, only: None }, home))
         }
         _ => None,
     };
+    let pending = live::start_fetch(&source, timeout)?;
+    // Read while the daemon answers (it takes ~10 ms for 100 apps).
+    let saved = compared.map(|(scope, home)| dump::read_saved(&home.dir, Some(&scope)));
+    tracing::debug!("dump read");
+    let fetched = pending.wait()?;
+    tracing::debug!("list fetched");
+    // Before parsing (which consumes the replies): the owned apps' whole `pm2_env`s.
+    let dump = compared.zip(saved).and_then(|((scope, home), saved)| {
+        let live = dump::live_entries_from_text(fetched.list_text()?, &scope).ok()?;
+        tracing::debug!("live entries parsed");
+        Some(dump::check_saved(&home.dir, saved, &live, &scope))
+    });
     // Status shows no env and no options: the list is read without them.
     let state = fetched.parse_with(live::model::Detail::Summary)?;
     let thresholds = HealthThresholds {

@@ -164,7 +164,14 @@ fn after_apply_a_reboot_brings_back_what_was_applied_and_only_the_saved_foreign_
     assert!(out.contains("Saved to PM2's dump"), "{out}");
     assert_eq!(w.status()["dump"]["state"], "current");
     w.reboot();
-    w.home.wait_status("web", "online");
+    w.home.wait_for(
+        || {
+            let list = w.home.jlist();
+            let list = list.as_array().cloned().unwrap_or_default();
+            list.len() == 4 && list.iter().all(|p| p["pm2_env"]["status"] == "online")
+        },
+        "the resurrected processes to be online",
+    );
     assert_eq!(
         w.names(),
         [pair("api", "mine"), pair("api", "mine"), pair("stock-alert", "stock"), pair("web", "mine")],
