@@ -337,7 +337,7 @@ fn tree_id(entries: &BTreeMap<Vec<u8>, (i32, Oid)>) -> Result<Oid, git2::Error> 
         k
     };
     let mut sorted: Vec<(&Vec<u8>, &(i32, Oid))> = entries.iter().collect();
-    sorted.sort_by(|a, b| key(a.0, a.1.0).cmp(&key(b.0, b.1.0)));
+    sorted.sort_by_key(|(name, (mode, _))| key(name, *mode));
     let mut bytes = Vec::with_capacity(sorted.len() * 40);
     for (name, (mode, oid)) in sorted {
         bytes.extend_from_slice(format!("{mode:o} ").as_bytes());
