@@ -400,6 +400,13 @@ impl<L: Loader> Agent<L> {
         if self.bus.is_none() {
             self.bus = EventStream::subscribe(&self.home, timeout, true).await.ok();
         }
+        // Code is not among the watched files: its revision is read again at every full
+        // read, so new code shows as drift (and a deploy's new stamps are not undone).
+        if let Some(desired) = self.desired.as_mut()
+            && let Err(e) = crate::desired::revision::assign(desired, &self.project, crate::desired::revision::At::WorkTree)
+        {
+            tracing::warn!(error = %e, "cannot read the code revisions; keeping the last ones");
+        }
         let unsaved = match raw {
             Some(raw) => self.compare_dump(&raw)?,
             None => Vec::new(),

@@ -84,7 +84,7 @@ fn base_plans_what_the_working_tree_or_head_changes() {
     command.current_dir(dir.join("deploy")).args(["plan", "--base", "main", "--format", "markdown"]);
     let out = run(command, Duration::from_secs(60));
     out.expect_code(2);
-    assert!(out.stdout.contains("| `~` | `api` | `web` | **update** | 1 |"), "{}", out.stdout);
+    assert!(out.stdout.contains("| `~` | `api` | `web` | **update** (downtime) | 1 |"), "a fork app restarts: {}", out.stdout);
 }
 
 #[test]

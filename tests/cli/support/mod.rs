@@ -434,12 +434,14 @@ pub fn under_load<T>(port: u16, during: impl FnOnce() -> T) -> (usize, usize, T)
     let result = during();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for client in clients {
-        client.join().unwrap();
+        client.join().expect("a load client panicked");
     }
     (ok.load(std::sync::atomic::Ordering::Relaxed), failed.load(std::sync::atomic::Ordering::Relaxed), result)
 }
 
+/// A port free on loopback now (the OS picks it; the listener is closed again).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port on loopback");
+    listener.local_addr().expect("the bound address").port()
 }
 
