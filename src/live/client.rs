@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::error::LiveError;
+use super::error::{LiveError, UnansweredCall};
 use super::home::Pm2Home;
 use super::model::{
     DaemonInfo, Detail, ExecMode, ListSeed, LiveOrigin, LiveProcess, LiveState, ProcessStatus, RawList, as_u64, normalize_owned,
@@ -469,7 +469,14 @@ impl Pm2Client {
             read.push_str("; ");
             read.push_str(&old);
         }
-        LiveError::Unanswered { method, name: name.to_string(), version: self.version.clone(), after, read, pm_ids: seen.0 }
+        LiveError::Unanswered(Box::new(UnansweredCall {
+            method,
+            name: name.to_string(),
+            version: self.version.clone(),
+            after,
+            read,
+            pm_ids: seen.0,
+        }))
     }
 
     /// A reload PM2 5/6 never answered parks the old worker as `_old_<id>`: hidden

@@ -49,10 +49,8 @@ pub enum LiveError {
     Timeout { method: &'static str, path: String, after: Duration },
     /// PM2 5.x/6.x never answer a cluster start/restart/reload whose worker exits
     /// before "online"; the call was bounded and the list read again.
-    #[error(
-        "PM2 {version} did not answer `{method}` for cluster app `{name}` within {} ms: PM2 5.x and 6.x never answer it when a worker exits before it is online (lib/God.js executeApp); {read}. Check the app's error log", after.as_millis()
-    )]
-    Unanswered { method: &'static str, name: String, version: String, after: Duration, read: String, pm_ids: Vec<(u64, u64)> },
+    #[error("{0}")]
+    Unanswered(Box<UnansweredCall>),
     /// The daemon closed the connection before answering.
     #[error("PM2 daemon at {path} closed the connection during `{method}`: it may have crashed; check its pm2.log")]
     Closed { method: &'static str, path: String },
@@ -132,7 +130,7 @@ impl LiveError {
     /// judge them (and stop them if they crash-loop). Empty for every other error.
     pub fn unanswered_pm_ids(&self) -> &[(u64, u64)] {
         match self {
-            LiveError::Unanswered { pm_ids, .. } => pm_ids,
+            LiveError::Unanswered(call) => &call.pm_ids,
             _ => &[],
         }
     }
@@ -151,6 +149,35 @@ impl LiveError {
                 | LiveError::Resolve { .. }
                 | LiveError::Pm2LibNotFound { .. }
                 | LiveError::Pm2LibVersion { .. }
+        )
+    }
+}
+
+/// A cluster call PM2 5.x/6.x never answered, and what a fresh read showed after it.
+#[derive(Debug)]
+pub struct UnansweredCall {
+    pub method: &'static str,
+    pub name: String,
+    /// The daemon's version.
+    pub version: String,
+    /// The deadline the call was given.
+    pub after: Duration,
+    /// What the fresh read showed (and what was done about a hidden old worker).
+    pub read: String,
+    /// The app's processes in that read: (pm_id, restart count).
+    pub pm_ids: Vec<(u64, u64)>,
+}
+
+impl std::fmt::Display for UnansweredCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PM2 {} did not answer `{}` for cluster app `{}` within {} ms: PM2 5.x and 6.x never answer it when a worker exits before it is online (lib/God.js executeApp); {}. Check the app's error log",
+            self.version,
+            self.method,
+            self.name,
+            self.after.as_millis(),
+            self.read
         )
     }
 }
