@@ -24,8 +24,10 @@
 //! Environment (for quick runs): `BENCH_N` (comma list, default `10,100,500`),
 //! `BENCH_RUNS` (timed runs of each read, plan and lint, default 20),
 //! `BENCH_APPLY_RUNS` (timed applies of each tool per N, default 3),
-//! `BENCH_WATCH_SECS` (idle window, default 60; 0 skips), `BENCH_WATCH_N` (default 100).
-//! Needs `npm ci` (the repository's pinned pm2) and `node`.
+//! `BENCH_WATCH_SECS` (idle window, default 60; 0 skips), `BENCH_WATCH_N` (default 100),
+//! `BENCH_PM2` (`5`, `6` or `7`, default 7: which installed PM2 major to measure
+//! against; its JSON goes to `target/bench/compare-pm2-<major>.json`).
+//! Needs `npm ci` (the repository's pinned pm2 versions) and `node`.
 
 #[path = "../tests/cli/support/mod.rs"]
 mod support;
@@ -663,6 +665,13 @@ fn leftovers(homes: &[PathBuf]) -> Vec<String> {
 }
 
 fn main() {
+    // `BENCH_PM2=5|6|7` (default 7): the PM2 major to measure against, the daemon and
+    // CLI the harness runs and the package `reconcile` resolves with (all picked by
+    // the test harness's `RECONCILE_TEST_PM2`).
+    if let Some(major) = std::env::var_os("BENCH_PM2") {
+        // SAFETY: the first statement of `main`, before any thread exists.
+        unsafe { std::env::set_var("RECONCILE_TEST_PM2", major) };
+    }
     let started = Instant::now();
     let ns: Vec<usize> = std::env::var("BENCH_N")
         .ok()
@@ -924,7 +933,12 @@ fn report(
     });
     // target/release/reconcile → target/bench/compare.json
     let target = Path::new(env!("CARGO_BIN_EXE_reconcile")).parent().and_then(Path::parent).map_or_else(|| PathBuf::from("target"), Path::to_path_buf);
-    let path = target.join("bench").join("compare.json");
+    // One file per PM2 major; 7 keeps the historical name.
+    let file = match support::pm2_major() {
+        7 => "compare.json".to_string(),
+        major => format!("compare-pm2-{major}.json"),
+    };
+    let path = target.join("bench").join(file);
     std::fs::create_dir_all(path.parent().expect("parent")).expect("target/bench");
     write_json(&path, &json);
     line(format!("JSON: {}", path.display()));
