@@ -211,7 +211,13 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
         refuse!(why);
     }
 
-    let exec_settings = Settings { owned: owned.clone(), poll: Duration::from_millis(100), gate_slack: Duration::from_secs(15), rollback: options.rollback };
+    let exec_settings = Settings {
+        owned: owned.clone(),
+        poll: Duration::from_millis(100),
+        gate_slack: Duration::from_secs(15),
+        health: settings.health.clone(),
+        rollback: options.rollback,
+    };
     let outcome = {
         let mut observe = |event: &Event| {
             progress.event(event);
@@ -297,6 +303,7 @@ async fn verify_after(
 
 fn event_name(event: &Event) -> &'static str {
     match event {
+        Event::Intent(_) => "intent",
         Event::Action(_) => "action",
         Event::Healthy { .. } => "healthy",
         Event::Unhealthy(_) => "unhealthy",

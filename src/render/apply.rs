@@ -9,6 +9,8 @@ use crate::render::style;
 /// One progress line for an executor event.
 pub fn progress(event: &Event) -> String {
     match event {
+        // Journaled only: the call's own line follows.
+        Event::Intent(_) => String::new(),
         Event::Action(a) => {
             let target = match (a.pm_id, a.new_pm_ids.as_slice()) {
                 (Some(id), []) => format!("pm_id {id}"),
@@ -32,10 +34,15 @@ pub fn progress(event: &Event) -> String {
             let stopped = if f.stopped { "stopped it" } else { "COULD NOT STOP IT" };
             let mut text = format!("  {e}✗ unhealthy{e:#} {} [pm_id {}] {} ({} restarts); {stopped}\n", f.app, f.pm_id, f.what, f.restarts);
             if !f.log_tail.is_empty() {
-                let _ = writeln!(text, "      last lines of its error log:");
+                let _ = writeln!(text, "      its error log since this start:");
                 for line in &f.log_tail {
                     let _ = writeln!(text, "      | {line}");
                 }
+            } else if f.error_log.is_some() {
+                let _ = writeln!(text, "      (nothing written to its error log since this start)");
+            }
+            if let Some(path) = &f.error_log {
+                let _ = writeln!(text, "      error log: {} (more: `pm2 logs {} --err`)", path.display(), f.app);
             }
             text
         }
@@ -76,7 +83,7 @@ pub fn summary(outcome: &Outcome, problems: &[String], elapsed_ms: u128) -> Stri
         let _ = writeln!(out, "  stopped early: {why}");
     }
     for f in &outcome.failures {
-        let _ = writeln!(out, "  `{}` (pm_id {}) {}; it was {}", f.app, f.pm_id, f.what, if f.stopped { "stopped so it cannot crash-loop" } else { "NOT stopped" });
+        let _ = writeln!(out, "  `{}` (pm_id {}) {}; it was {}", f.app, f.pm_id, f.what, if f.stopped { "stopped so it cannot crash-loop (its error log is kept)" } else { "NOT stopped" });
     }
     if !outcome.rolled_back.is_empty() {
         let _ = writeln!(out, "  rolled back to their previous spec: {}", outcome.rolled_back.join(", "));

@@ -262,7 +262,7 @@ impl<L: Loader> Agent<L> {
                 self.bus = None;
                 self.daemon_failed("the PM2 daemon announced it is shutting down (pm2:kill)".into())
             }
-            Ok(Some(BusEvent::Other { .. })) => Ok(()),
+            Ok(Some(BusEvent::Other { .. } | BusEvent::Ready { .. })) => Ok(()),
             Ok(None) | Err(_) => {
                 // The daemon closed the bus: it died or was killed. The read says which.
                 self.client = None;
