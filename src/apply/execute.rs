@@ -706,7 +706,7 @@ fn mark_logs_of(path: Option<&std::path::Path>) -> LogMarks {
 }
 
 /// The last `n` non-empty lines written to a log file after byte `from`.
-fn tail_since(path: &std::path::Path, from: u64, n: usize) -> Vec<String> {
+pub fn tail_since(path: &std::path::Path, from: u64, n: usize) -> Vec<String> {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
