@@ -6,6 +6,7 @@
 mod support;
 
 mod apply;
+mod gate;
 mod ci_examples;
 mod docs;
 mod faults;

@@ -1,0 +1,144 @@
+//! The health gate, the crash-loop breaker, convergence and the write-ahead journal
+//! (incident 003 in full), against a real daemon. Each test has its own daemon and
+//! its own ports, and a foreign `stock-alert` that must come out untouched.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Pm2Home, run, sleep_app};
+
+struct World {
+    home: Pm2Home,
+    project: PathBuf,
+    foreign: Vec<(String, String, Value, Value, Value)>,
+}
+
+impl World {
+    /// A daemon with `stock-alert` (foreign) and a project owning `mine`; `health` is
+    /// the body of its `[health]` section.
+    fn new(health: &str) -> Self {
+        let home = Pm2Home::start();
+        home.start_sleep("stock-alert", "stock");
+        let project = home.path().join("project");
+        std::fs::create_dir_all(&project).expect("project dir");
+        let toml = format!(
+            "[project]\nname = \"t\"\necosystem = [\"ecosystem.json\"]\nnamespaces = [\"mine\"]\n\n[pm2]\nhome = {:?}\ntimeout_ms = 10000\n\n\
+             [health]\n{health}\n\n[policies.rules.min-uptime]\nmin = 300\n\n[policies.rules.restart-delay]\nmin = 0\n",
+            home.path().display().to_string()
+        );
+        std::fs::write(project.join("reconcile.toml"), toml).expect("reconcile.toml");
+        let foreign = home.bystanders("mine");
+        Self { home, project, foreign }
+    }
+
+    fn write(&self, apps: &[Value]) {
+        let text = serde_json::to_string_pretty(&json!({"apps": apps})).expect("json");
+        std::fs::write(self.project.join("ecosystem.json"), text).expect("ecosystem.json");
+    }
+
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.project.join(name);
+        std::fs::write(&path, body).expect("script");
+        path
+    }
+
+    fn reconcile(&self, args: &[&str]) -> (i32, String, String, Duration) {
+        run(self.home.reconcile().args(args))
+    }
+
+    fn apply(&self) -> (i32, String, String, Duration) {
+        self.reconcile(&["apply", "--auto-approve"])
+    }
+
+    /// (name, pm_id, restarts, status) of our processes.
+    fn ours(&self) -> Vec<(String, u64, u64, String)> {
+        self.home
+            .jlist()
+            .as_array()
+            .expect("jlist array")
+            .iter()
+            .filter(|p| p["pm2_env"]["namespace"] == "mine")
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap_or_default().to_string(),
+                    p["pm_id"].as_u64().unwrap_or(u64::MAX),
+                    p["pm2_env"]["restart_time"].as_u64().unwrap_or(0),
+                    p["pm2_env"]["status"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn journal(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.project.join(".reconcile/journal.jsonl")).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).expect("every journal line is JSON")).collect()
+    }
+
+    #[track_caller]
+    fn assert_foreign_untouched(&self) {
+        assert_eq!(self.home.bystanders("mine"), self.foreign, "a process outside the owned namespace changed");
+    }
+}
+
+#[track_caller]
+fn expect(result: &(i32, String, String, Duration), code: i32) {
+    assert_eq!(result.0, code, "exit code\n--- stdout\n{}\n--- stderr\n{}", result.1, result.2);
+}
+
+fn node_app(name: &str, script: &PathBuf, extra: Value) -> Value {
+    let mut app = json!({"name": name, "namespace": "mine", "script": script, "exec_mode": "fork",
+        "min_uptime": 500, "max_restarts": 10, "restart_delay": 0, "kill_timeout": 500,
+        "log_date_format": "YYYY-MM-DD HH:mm:ss"});
+    for (k, v) in extra.as_object().expect("object") {
+        app[k] = v.clone();
+    }
+    app
+}
+
+#[test]
+fn the_late_crasher_fails_the_gate_is_stopped_and_shows_its_error() {
+    // Dies 6 s after start, past its min_uptime of 5000 ms: PM2 would restart it
+    // forever without counting a single restart toward max_restarts.
+    let w = World::new("");
+    let script = w.script("late.js", "setTimeout(() => { console.error('late failure: upstream gone'); process.exit(1); }, 6000);\nsetInterval(() => {}, 1000);\n");
+    w.write(&[node_app("late", &script, json!({"min_uptime": 5000}))]);
+    let out = w.apply();
+    expect(&out, 1);
+    assert!(out.2.contains("unhealthy") && out.2.contains("settle window"), "{}", out.2);
+    assert!(out.2.contains("late failure: upstream gone"), "the error lines since the start are shown:\n{}", out.2);
+    assert!(out.2.contains("pm2 logs late"), "{}", out.2);
+    let late: Vec<_> = w.ours().into_iter().filter(|p| p.0 == "late").collect();
+    assert_eq!(late[0].3, "stopped", "{late:?}");
+    assert!(late[0].2 <= 2, "few restarts: {late:?}");
+    w.assert_foreign_untouched();
+}
+
+#[test]
+fn null_env_values_converge_in_two_applies() {
+    let w = World::new("settle_ms = 500");
+    w.write(&[sleep_app("nully", json!({"env": {"N": null, "KEEP": "1"}}))]);
+    expect(&w.apply(), 0);
+    let second = w.apply();
+    expect(&second, 0);
+    assert!(w.journal().last().unwrap()["outcome"] == "noop", "{}", second.1);
+    assert_eq!(w.reconcile(&["plan"]).0, 0);
+    w.assert_foreign_untouched();
+}
+
+#[test]
+fn names_pm2_would_rename_or_misread_are_lint_errors_before_anything_runs() {
+    let w = World::new("settle_ms = 500");
+    let long = "x".repeat(300);
+    for name in ["", "1e3", "0x1", " 0", "a\nb", "a/b", long.as_str()] {
+        w.write(&[sleep_app(name, json!({}))]);
+        let out = w.apply();
+        expect(&out, 1);
+        assert!(out.1.contains("reserved-name") || out.2.contains("reserved-name"), "{name:?}:\n{}\n{}", out.1, out.2);
+    }
+    assert!(w.ours().is_empty(), "nothing was started");
+    w.assert_foreign_untouched();
+}
