@@ -360,7 +360,13 @@ impl<'a> Executor<'a> {
     /// settles it: every process of the app that is not yet gated is gated now, so what
     /// came up is judged (and stopped if unhealthy), not left running unseen.
     async fn settle_start(&mut self, app: &DesiredApp) {
-        let Ok(state) = self.client.list().await else { return };
+        let state = match self.fresh_list().await {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the daemon after a start without an answer");
+                return;
+            }
+        };
         let ids: Vec<u64> = state
             .by_name(&app.name)
             .filter(|p| p.namespace == app.namespace && self.settings.owned.contains(&p.namespace))
@@ -370,6 +376,21 @@ impl<'a> Executor<'a> {
         for pm_id in ids {
             tracing::debug!(pm_id, app = %app.name, "a start without an answer brought up a process: gating it");
             self.wait_for(app, pm_id, None);
+        }
+    }
+
+    /// A read of the list; after a call that got no answer the connection may still
+    /// carry that late answer, so when the read fails it is made on a new connection.
+    async fn fresh_list(&mut self) -> Result<LiveState, LiveError> {
+        match self.client.list().await {
+            Ok(state) => Ok(state),
+            Err(first) => {
+                tracing::debug!(error = %first, "reading again on a new connection");
+                let home = self.client.home().clone();
+                let timeout = self.client.timeout();
+                *self.client = Pm2Client::connect(&home, timeout).await?;
+                self.client.list().await
+            }
         }
     }
 
@@ -521,7 +542,7 @@ impl<'a> Executor<'a> {
     /// window. A process that fails is stopped at once, so it cannot loop.
     async fn gate(&mut self) -> Result<(), String> {
         while !self.pending.is_empty() {
-            let state = self.client.list().await.map_err(|e| format!("health gate: {e}"))?;
+            let state = self.fresh_list().await.map_err(|e| format!("health gate: {e}"))?;
             let mut still = Vec::new();
             for mut p in std::mem::take(&mut self.pending) {
                 match p.watch.observe(Sample::of(&state, p.pm_id, &p.app).as_ref()) {
@@ -605,7 +626,7 @@ impl<'a> Executor<'a> {
             let until = Instant::now() + Duration::from_secs(2);
             loop {
                 log_tail = tail_since(file, from, 20);
-                if !log_tail.is_empty() || Instant::now() >= until || !fault.is_crash() && !matches!(fault, GateFault::NotReady { .. }) {
+                if !log_tail.is_empty() || Instant::now() >= until || !fault.is_crash() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -18,7 +18,8 @@ pub fn progress(event: &Event) -> String {
                 (None, new) => format!("→ pm_id {}", ids(new)),
             };
             let (mark, s) = if a.error.is_some() { ("✗", style::ERROR) } else { ("•", style::GUTTER) };
-            let mut line = format!("  {s}{mark}{s:#} {:<9} {} ({}) [{target}] {} ms", a.call, a.app, a.action.as_str(), a.duration_ms);
+            let why = if a.action == Action::Noop { "health gate" } else { a.action.as_str() };
+            let mut line = format!("  {s}{mark}{s:#} {:<9} {} ({why}) [{target}] {} ms", a.call, a.app, a.duration_ms);
             if let Some(error) = &a.error {
                 let _ = write!(line, ": {error}");
             }

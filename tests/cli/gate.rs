@@ -142,3 +142,49 @@ fn names_pm2_would_rename_or_misread_are_lint_errors_before_anything_runs() {
     assert!(w.ours().is_empty(), "nothing was started");
     w.assert_foreign_untouched();
 }
+
+#[test]
+fn a_wait_ready_fork_app_passes_only_once_ready_and_one_that_never_is_fails_and_is_stopped() {
+    let w = World::new("settle_ms = 500");
+    let ready = w.script("ready.js", "setTimeout(() => process.send('ready'), 1500);\nsetInterval(() => {}, 1000);\n");
+    let silent = w.script("silent.js", "setInterval(() => {}, 1000);\n");
+    w.write(&[node_app("ready", &ready, json!({"wait_ready": true, "listen_timeout": 2500}))]);
+    let out = w.apply();
+    expect(&out, 0);
+    assert!(out.2.contains("healthy   ready"), "{}", out.2);
+    w.write(&[
+        node_app("ready", &ready, json!({"wait_ready": true, "listen_timeout": 2500})),
+        node_app("silent", &silent, json!({"wait_ready": true, "listen_timeout": 2000})),
+    ]);
+    let out = w.apply();
+    expect(&out, 1);
+    assert!(out.2.contains("silent") && out.2.contains("did not signal ready"), "{}", out.2);
+    assert!(out.2.contains("PM2 marks it online anyway, the gate does not"), "{}", out.2);
+    let silent: Vec<_> = w.ours().into_iter().filter(|p| p.0 == "silent").collect();
+    assert_eq!(silent.len(), 1);
+    assert_eq!(silent[0].3, "stopped", "{silent:?}");
+    // The plan afterwards is truthful: the stopped app is to be started again.
+    assert_eq!(w.reconcile(&["plan"]).0, 2);
+    w.assert_foreign_untouched();
+}
+
+#[test]
+fn a_cluster_wait_ready_app_that_never_becomes_ready_is_gated_and_stopped_and_the_next_plan_says_so() {
+    let w = World::new("settle_ms = 500");
+    let silent = w.script("silent.js", "setInterval(() => {}, 1000);\n");
+    w.write(&[node_app("silent", &silent, json!({"exec_mode": "cluster", "instances": 2, "wait_ready": true, "listen_timeout": 6000}))]);
+    // PM2 answers `prepare` only once every worker is ready or timed out: 2 × 6 s,
+    // beyond the call's budget (10 s). The start's outcome is unknown; a fresh read settles it.
+    let out = w.apply();
+    expect(&out, 1);
+    assert!(out.2.contains("did not answer"), "the start timed out:\n{}", out.2);
+    let intents = w.journal().into_iter().filter(|r| r["event"] == "action" && r["call"] == "start").collect::<Vec<_>>();
+    assert_eq!(intents[0]["outcome"], "unknown", "{intents:?}");
+    assert!(out.2.contains("did not signal ready"), "{}", out.2);
+    let silent: Vec<_> = w.ours().into_iter().filter(|p| p.0 == "silent").collect();
+    assert_eq!(silent.len(), 2, "{silent:?}");
+    assert!(silent.iter().all(|p| p.3 == "stopped"), "no process that failed the gate is left running: {silent:?}");
+    let plan = w.reconcile(&["plan"]);
+    assert_eq!(plan.0, 2, "the next plan is not `Up to date`:\n{}", plan.1);
+    w.assert_foreign_untouched();
+}
