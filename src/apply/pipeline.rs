@@ -151,6 +151,21 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
 
     let mut journal = Journal::open(&journal_path(project))?;
     journal.record("begin", begin_record(project, home, options, saved.map(|s| s.0), &plan, &before, &redactor))?;
+    // Calls of earlier applies whose outcome was unknown (no answer in time, or the
+    // apply was killed between the call and its record) are settled by this read.
+    for call in journal::unsettled(journal.path()) {
+        let result = journal::settle(&call, &before);
+        let observed: Vec<Value> = before
+            .processes
+            .iter()
+            .filter(|p| p.name == call.app && p.namespace == call.namespace)
+            .map(|p| json!({"pm_id": p.pm_id, "status": p.status.as_str(), "pid": p.pid, "restarts": p.restarts, "created_at_ms": p.created_at_ms}))
+            .collect();
+        journal.record(
+            "settled",
+            json!({"of_run": call.run, "seq": call.seq, "app": call.app, "call": call.call, "pm_id": call.pm_id, "result": result, "observed": observed}),
+        )?;
+    }
     macro_rules! refuse {
         ($why:expr) => {{
             let why: String = $why;

@@ -423,6 +423,7 @@ impl<L: Loader> Agent<L> {
         };
         let owned = self.owned().to_vec();
         let mut journal = crate::apply::Journal::open(&pipeline::journal_path(&self.project)).ok();
+        let mut seq = 0u64;
         for drift in due {
             let Some(client) = self.client.as_mut() else { break };
             let mut stopped = true;
@@ -440,7 +441,8 @@ impl<L: Loader> Agent<L> {
                 if matches!(confirmed.status(), crate::live::ProcessStatus::Stopped) && confirmed.pid().is_none() {
                     continue;
                 }
-                let intent = serde_json::json!({"app": drift.app, "namespace": drift.namespace, "call": "stop", "pm_id": pm_id,
+                seq += 1;
+                let intent = serde_json::json!({"seq": seq, "app": drift.app, "namespace": drift.namespace, "call": "stop", "pm_id": pm_id,
                     "pid": confirmed.pid(), "restarts": confirmed.restarts(), "created_at_ms": confirmed.created_at_ms(), "by": "crash_loop_breaker"});
                 if let Some(j) = journal.as_mut()
                     && j.record("intent", intent.clone()).is_err()

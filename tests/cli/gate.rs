@@ -188,3 +188,100 @@ fn a_cluster_wait_ready_app_that_never_becomes_ready_is_gated_and_stopped_and_th
     assert_eq!(plan.0, 2, "the next plan is not `Up to date`:\n{}", plan.1);
     w.assert_foreign_untouched();
 }
+
+/// A fork app that ignores SIGINT, so each stop (and restart) of it takes its whole
+/// `kill_timeout`: a call that is still in progress at the daemon for seconds.
+fn slow_stopper(w: &World, extra: Value) -> Value {
+    let script = w.script("stubborn.js", "process.on('SIGINT', () => {});\nsetInterval(() => {}, 1000);\n");
+    let mut app = node_app("stubborn", &script, json!({"kill_timeout": 4000}));
+    for (k, v) in extra.as_object().expect("object") {
+        app[k] = v.clone();
+    }
+    app
+}
+
+/// Waits (up to 60 s) until the journal has an intent for `call`.
+fn wait_for_intent(w: &World, call: &str) {
+    let start = Instant::now();
+    while !w.journal().iter().any(|r| r["event"] == "intent" && r["call"] == call && r["run"] != Value::Null) {
+        assert!(start.elapsed() < Duration::from_secs(60), "no `{call}` intent was journaled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn spawn_apply(w: &World) -> std::process::Child {
+    w.home
+        .reconcile()
+        .args(["apply", "--auto-approve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn apply")
+}
+
+#[test]
+fn an_apply_killed_between_a_call_and_its_record_is_settled_by_the_next_apply() {
+    let w = World::new("settle_ms = 500");
+    w.write(&[slow_stopper(&w, json!({"env": {"V": "1"}}))]);
+    expect(&w.apply(), 0);
+    w.write(&[slow_stopper(&w, json!({"env": {"V": "2"}}))]);
+    let mut apply = spawn_apply(&w);
+    wait_for_intent(&w, "restart");
+    // The restart is under way at the daemon (it waits out kill_timeout): kill -9 now.
+    apply.kill().expect("kill -9");
+    let _ = apply.wait();
+    let journal = w.journal();
+    let intent = journal.iter().rev().find(|r| r["event"] == "intent" && r["call"] == "restart").unwrap().clone();
+    assert!(
+        !journal.iter().any(|r| r["event"] == "action" && r["run"] == intent["run"] && r["seq"] == intent["seq"]),
+        "the kill came between the call and its record"
+    );
+    // The daemon carries the restart out anyway; the next apply settles the record.
+    w.home.wait_for(|| w.ours().iter().any(|p| p.0 == "stubborn" && p.2 == 1 && p.3 == "online"), "the restart to be carried out");
+    let next = w.apply();
+    expect(&next, 0);
+    let settled = w.journal().into_iter().find(|r| r["event"] == "settled" && r["of_run"] == intent["run"] && r["seq"] == intent["seq"]);
+    let settled = settled.expect("a settled record for the killed call");
+    assert_eq!(settled["result"], "done", "{settled}");
+    assert_eq!(w.reconcile(&["plan"]).0, 0);
+    w.assert_foreign_untouched();
+}
+
+/// Resumes a stopped daemon however the test ends.
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        crate::support::kill(self.0, libc::SIGCONT);
+    }
+}
+
+#[test]
+fn a_call_to_a_paused_daemon_is_journaled_unknown_and_settled_by_the_next_apply() {
+    let w = World::new("settle_ms = 500");
+    // A short call timeout, so the paused daemon's silence is seen soon.
+    let toml = std::fs::read_to_string(w.project.join("reconcile.toml")).unwrap().replace("timeout_ms = 10000", "timeout_ms = 2000");
+    std::fs::write(w.project.join("reconcile.toml"), toml).unwrap();
+    w.write(&[slow_stopper(&w, json!({"env": {"V": "1"}, "kill_timeout": 1000}))]);
+    expect(&w.apply(), 0);
+    w.write(&[slow_stopper(&w, json!({"env": {"V": "2"}, "kill_timeout": 1000}))]);
+    let daemon = w.home.daemon_pid().expect("daemon pid");
+    assert!(w.home.is_ours(daemon));
+    let apply = spawn_apply(&w);
+    wait_for_intent(&w, "restart");
+    crate::support::kill(daemon, libc::SIGSTOP);
+    let resume = Resume(daemon);
+    let out = apply.wait_with_output().expect("apply ends");
+    assert_eq!(out.status.code(), Some(1), "the apply cannot finish against a paused daemon");
+    let journal = w.journal();
+    let record = journal.iter().rev().find(|r| r["event"] == "action" && r["call"] == "restart").expect("the call's record").clone();
+    assert_eq!(record["outcome"], "unknown", "{record}");
+    drop(resume);
+    // Resumed, the daemon carries out the call it had received.
+    w.home.wait_for(|| w.ours().iter().any(|p| p.0 == "stubborn" && p.2 == 1 && p.3 == "online"), "the restart to be carried out");
+    let next = w.apply();
+    expect(&next, 0);
+    let settled = w.journal().into_iter().find(|r| r["event"] == "settled" && r["of_run"] == record["run"] && r["seq"] == record["seq"]);
+    assert_eq!(settled.expect("settled")["result"], "done");
+    w.assert_foreign_untouched();
+}
