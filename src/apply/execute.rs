@@ -130,6 +130,8 @@ pub struct Outcome {
     pub rolled_back: Vec<String>,
     /// The first error that stopped the apply early (a failed call, a lost daemon).
     pub aborted: Option<String>,
+    /// What verification saw change by itself (a foreign app crashing): told, not failed.
+    pub warnings: Vec<String>,
 }
 
 impl Outcome {

@@ -243,13 +243,15 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
     };
 
     // Promise 7: bystanders untouched, and a fresh plan empty (for the apps in scope).
-    let (problems, after) = verify_after(project, &mut client, desired, &before, &redactor, options.only.as_ref()).await;
+    let mut outcome = outcome;
+    let (problems, after) = verify_after(project, &mut client, desired, &before, &redactor, options.only.as_ref(), &mut outcome.warnings).await;
     let ok = outcome.succeeded() && problems.is_empty();
     journal.record(
         "end",
         json!({
             "outcome": if ok { "success" } else { "failed" },
             "problems": problems,
+            "warnings": outcome.warnings,
             "aborted": outcome.aborted,
             "rolled_back": outcome.rolled_back,
             "live_after": after.as_ref().map(|a| journal::redacted_live(a, &redactor)),
@@ -286,13 +288,17 @@ async fn verify_after(
     before: &LiveState,
     redactor: &Redactor,
     only: Option<&BTreeSet<String>>,
+    warnings: &mut Vec<String>,
 ) -> (Vec<String>, Option<LiveState>) {
     let settings = &project.settings;
     let after = match client.list().await {
         Ok(after) => after,
         Err(e) => return (vec![format!("verification: cannot read the daemon afterwards: {e}")], None),
     };
-    let mut problems: Vec<String> = verify::bystanders(before, &after, &settings.project.namespaces)
+    let bystanders = verify::bystanders(before, &after, &settings.project.namespaces);
+    warnings.extend(bystanders.warnings.into_iter().map(|w| format!("a process outside the owned namespaces: {w}")));
+    let mut problems: Vec<String> = bystanders
+        .problems
         .into_iter()
         .map(|p| format!("verification: a process outside the owned namespaces changed: {p}"))
         .collect();

@@ -73,6 +73,9 @@ pub fn summary(outcome: &Outcome, problems: &[String], elapsed_ms: u128) -> Stri
         calls(Action::Scale),
         calls(Action::Delete)
     );
+    for w in &outcome.warnings {
+        let _ = writeln!(out, "{}warning:{:#} {w}", style::WARNING, style::WARNING);
+    }
     if outcome.succeeded() && problems.is_empty() {
         let s = style::BOLD;
         let _ = writeln!(out, "\n{s}Apply complete:{s:#} {done}; {} process(es) healthy; in {elapsed_ms} ms.", outcome.healthy);
