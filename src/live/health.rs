@@ -228,6 +228,10 @@ impl CrashCounter {
                 seen: VecDeque::new(),
             });
             let crashes = crashes_between(track.restarts, track.created_at, p.restarts, p.created_at_ms);
+            if asked_between(track.created_at, p.created_at_ms) {
+                // A restart asked for (a fix, a heal, a deploy) starts the count afresh.
+                track.seen.clear();
+            }
             if crashes > 0 {
                 track.seen.push_back((now, crashes));
             }
@@ -248,10 +252,13 @@ impl CrashCounter {
 /// Crashes between two observations of one process (see [`CrashCounter`]).
 pub fn crashes_between(restarts: u64, created_at: Option<i64>, now_restarts: u64, now_created_at: Option<i64>) -> u64 {
     let new = now_restarts.saturating_sub(restarts);
-    // `created_at` moved to a later time: one restart was asked for. (`null` after
-    // "restart overlimit" is PM2 giving up, not a call.)
-    let asked = matches!((created_at, now_created_at), (Some(a), Some(b)) if b > a) || (created_at.is_none() && now_created_at.is_some());
-    if asked { new.saturating_sub(1) } else { new }
+    if asked_between(created_at, now_created_at) { new.saturating_sub(1) } else { new }
+}
+
+/// Whether a restart was asked for between two observations: `created_at` moved to a
+/// later time. (`null` after "restart overlimit" is PM2 giving up, not a call.)
+fn asked_between(created_at: Option<i64>, now_created_at: Option<i64>) -> bool {
+    matches!((created_at, now_created_at), (Some(a), Some(b)) if b > a) || (created_at.is_none() && now_created_at.is_some())
 }
 
 // ---------------------------------------------------------------------------
@@ -693,6 +700,10 @@ mod tests {
         }
         // Then it loops on its own (created_at stays).
         assert_eq!(read(9, 7_000, 8_000, &mut c), 3);
-        assert_eq!(read(9, 7_000, 70_000, &mut c), 0, "the window passed");
+        assert_eq!(read(9, 7_000, 9_000, &mut c), 3, "still within the window");
+        // Fixed and restarted on purpose: the count starts afresh.
+        assert_eq!(read(10, 9_500, 10_000, &mut c), 0);
+        assert_eq!(read(11, 9_500, 11_000, &mut c), 1);
+        assert_eq!(read(11, 9_500, 80_000, &mut c), 0, "the window passed");
     }
 }

@@ -466,9 +466,9 @@ impl<L: Loader> Agent<L> {
                 }
             }
             let log_tail = error_log.as_deref().map(|f| crate::apply::execute::tail_since(f, 0, 10)).unwrap_or_default();
-            if let Some(fp) = self.fingerprint(&drift.app) {
-                self.broken.insert(drift.app.clone(), fp);
-            }
+            // Not desired (started by hand): kept until it is desired.
+            let fingerprint = self.fingerprint(&drift.app).unwrap_or_default();
+            self.broken.insert(drift.app.clone(), fingerprint);
             self.emit(&Report::CrashLoopStopped {
                 app: drift.app.clone(),
                 namespace: drift.namespace.clone(),
@@ -565,12 +565,12 @@ impl<L: Loader> Agent<L> {
                     limiter.forget(&app);
                 }
             }
-            self.break_due = self
-                .drifts
-                .values()
-                .filter(|d| d.reason == DriftKind::CrashLoop && !self.broken.contains_key(&d.app))
-                .cloned()
-                .collect();
+            // A loop is broken when it is found, and again if someone starts it again
+            // and it loops again: every crash-looping app with a process not stopped.
+            let running = |d: &drift::Drift| {
+                d.pm_ids.iter().any(|id| live.get(*id).is_some_and(|p| !(p.status == crate::live::ProcessStatus::Stopped && p.pid.is_none())))
+            };
+            self.break_due = self.drifts.values().filter(|d| d.reason == DriftKind::CrashLoop && running(d)).cloned().collect();
         }
         if let Some(limiter) = self.limiter.as_mut() {
             // A given-up app is tried again once its drift has stayed clear for a while
@@ -626,8 +626,8 @@ impl<L: Loader> Agent<L> {
         let now = Instant::now();
         let changing: BTreeSet<&str> = plan.changes.iter().filter(|c| c.action != Action::Noop).map(|c| c.name.as_str()).collect();
         let mut candidates: BTreeMap<String, Instant> = BTreeMap::new();
-        let looping: BTreeSet<&str> =
-            self.drifts.values().filter(|d| d.reason == DriftKind::CrashLoop).map(|d| d.app.as_str()).collect();
+        // Loops about to be broken (found running by this read).
+        let looping: BTreeSet<&str> = self.break_due.iter().map(|d| d.app.as_str()).collect();
         for (key, drift) in &self.drifts {
             // A loop is broken, not healed; a broken loop waits for a new spec or code.
             if looping.contains(drift.app.as_str()) || self.broken.contains_key(&drift.app) || !changing.contains(drift.app.as_str()) {
@@ -839,7 +839,7 @@ impl<L: Loader> Agent<L> {
 }
 
 /// A broken crash loop's desired spec hash and code mark.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Fingerprint {
     spec: String,
     code: Option<(std::time::SystemTime, u64)>,

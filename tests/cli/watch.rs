@@ -548,3 +548,72 @@ fn a_heal_waits_while_another_apply_holds_the_lock_and_runs_at_a_later_read() {
     assert_eq!(w.ours("web")[0].0, "online");
     w.assert_bystanders_untouched();
 }
+
+/// A node app that crashes 600 ms after start (past its min_uptime, so PM2 never counts
+/// the restart toward max_restarts) while `flag` exists, and idles otherwise.
+fn flagged_app(w: &World, flag: &Path, extra: Value) -> Value {
+    let script = w.project.join("flagged.js");
+    std::fs::write(
+        &script,
+        format!(
+            "if (require('fs').existsSync({flag:?})) {{ setTimeout(() => {{ console.error('bind failed: EADDRINUSE 127.0.0.1:7778'); process.exit(1); }}, 600); }}\nsetInterval(() => {{}}, 1000);\n",
+            flag = flag.display().to_string()
+        ),
+    )
+    .expect("flagged.js");
+    let mut app = json!({"name": "loopy", "namespace": "mine", "script": script, "exec_mode": "fork",
+        "min_uptime": 300, "max_restarts": 10, "restart_delay": 200, "kill_timeout": 500,
+        "out_file": "/dev/null", "error_file": w.project.join("loopy.err"), "log_date_format": "YYYY-MM-DD HH:mm:ss"});
+    for (k, v) in extra.as_object().expect("object") {
+        app[k] = v.clone();
+    }
+    app
+}
+
+#[test]
+fn heal_breaks_a_crash_loop_started_by_hand_and_keeps_it_stopped_until_its_spec_changes() {
+    let w = World::new(&[sleep_app("web", json!({}))]);
+    let flag = w.project.join("crash.flag");
+    w.write(&[sleep_app("web", json!({})), flagged_app(&w, &flag, json!({}))]);
+    let out = run(w.home.reconcile().args(["apply", "--auto-approve"]));
+    assert_eq!(out.0, 0, "{}\n{}", out.1, out.2);
+    let mut watch = w.watch(&["--heal", "--heal-backoff", "1"]);
+    watch.wait("the start plan", T, is("plan"));
+    // By hand: a restart into a state where it crashes after start, again and again
+    // (PM2's max_restarts never stops it: each run outlives min_uptime).
+    std::fs::write(&flag, "").expect("flag");
+    let mark = watch.mark();
+    w.home.pm2_ok(&["restart", "loopy", "--namespace", "mine"]);
+    let broke = watch.wait_after(mark, "the breaker", Duration::from_secs(40), is("crash_loop_stopped"));
+    assert_eq!((broke["app"].as_str(), broke["stopped"].as_bool()), (Some("loopy"), Some(true)), "{broke}");
+    assert!(broke["log_tail"].to_string().contains("bind failed: EADDRINUSE"), "the last error lines: {broke}");
+    let loopy = w.ours("loopy");
+    assert!(loopy.iter().all(|p| p.0 == "stopped"), "{loopy:?}");
+    let restarts = loopy[0].1;
+    assert!(restarts <= 8, "a handful of restarts, not thousands: {restarts}");
+    // Stopped, it stays stopped: no heal restarts it while its spec and code are the same.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(w.ours("loopy").iter().all(|p| p.0 == "stopped" && p.1 == restarts), "{:?}\n{}", w.ours("loopy"), watch.dump());
+    assert_eq!(watch.count(|l| l["kind"] == "healing" && l["apps"].to_string().contains("loopy")), 0, "{}", watch.dump());
+    // The cause fixed and the desired state changed: healed again.
+    std::fs::remove_file(&flag).expect("unflag");
+    let mark = watch.mark();
+    w.write(&[sleep_app("web", json!({})), flagged_app(&w, &flag, json!({"env": {"FIXED": "1"}}))]);
+    watch.wait_after(mark, "the heal after the change", Duration::from_secs(40), |l| l["kind"] == "healed" && l["apps"] == json!(["loopy"]));
+    assert_eq!(w.ours("loopy")[0].0, "online");
+    w.assert_bystanders_untouched();
+}
+
+#[test]
+fn human_restarts_are_not_a_crash_loop() {
+    let w = World::new(&[sleep_app("web", json!({}))]);
+    let mut watch = w.watch(&[]);
+    watch.wait("the start plan", T, is("plan"));
+    for _ in 0..6 {
+        w.home.pm2_ok(&["restart", "web", "--namespace", "mine"]);
+    }
+    assert!(w.ours("web")[0].1 >= 6);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(watch.count(drift("web", "crash_loop")), 0, "six restarts by hand are not a crash loop:\n{}", watch.dump());
+    w.assert_bystanders_untouched();
+}
