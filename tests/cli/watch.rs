@@ -617,3 +617,92 @@ fn human_restarts_are_not_a_crash_loop() {
     assert_eq!(watch.count(drift("web", "crash_loop")), 0, "six restarts by hand are not a crash loop:\n{}", watch.dump());
     w.assert_bystanders_untouched();
 }
+
+/// A free loopback port (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Incident 003, replayed: the c3-backend and chinvex-gateway configs as they ran
+/// (only the paths and ports changed to the test's own, and the gateway's warm-up
+/// shortened), the gateway's port held by a hung process. `apply` fails on the gateway
+/// with its bind error and stops it; `watch --heal` gives up healing it; a human
+/// restarts it and it loops — the breaker stops it after a handful of restarts, not
+/// thousands, with the bind error shown.
+#[test]
+fn incident_003_the_loop_ends_after_a_handful_of_restarts_with_the_bind_error_shown() {
+    let home = Pm2Home::start();
+    home.start_sleep("stock-alert", "stock");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c3-backend");
+    let dir = home.path().join("c3");
+    std::fs::create_dir_all(dir.join("gateway")).expect("dir");
+    std::fs::copy(repo.join("server.js"), dir.join("server.js")).expect("server.js");
+    std::fs::copy(repo.join("gateway/run_gateway.py"), dir.join("gateway/run_gateway.py")).expect("gateway");
+    let (backend_port, gateway_port) = (free_port(), free_port());
+    let ecosystem = std::fs::read_to_string(repo.join("ecosystem.config.cjs"))
+        .expect("the example")
+        .replace("/home/jordan/projects/c3-backend", &dir.display().to_string())
+        .replace("7780", &backend_port.to_string())
+        .replace("7778", &gateway_port.to_string())
+        .replace("GATEWAY_CONTEXTS: '10',", "GATEWAY_CONTEXTS: '10', GATEWAY_WARMUP_S: '1.5',");
+    std::fs::write(dir.join("ecosystem.config.cjs"), ecosystem).expect("ecosystem");
+    // The example's lint errors are the incident's causes; here they are let through
+    // (as warnings) to show what happens at run time.
+    let mut toml = format!(
+        "[project]\nname = \"c3\"\necosystem = [\"ecosystem.config.cjs\"]\nnamespaces = [\"c3\"]\n\n[pm2]\nhome = {:?}\ntimeout_ms = 10000\n\n\
+         [health]\ncrash_window_restarts = 3\ncrash_window_s = 60\n",
+        home.path().display().to_string()
+    );
+    for rule in ["exec-mode", "min-uptime", "max-restarts", "restart-delay"] {
+        toml.push_str(&format!("\n[policies.rules.{rule}]\nseverity = \"warning\"\n"));
+    }
+    std::fs::write(dir.join("reconcile.toml"), toml).expect("reconcile.toml");
+    let foreign = home.bystanders("c3");
+
+    // The hung process that holds the gateway's port.
+    let holder = std::process::Command::new("python3")
+        .args(["-c", &format!("import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',{gateway_port}))\ns.listen()\nprint('held',flush=True)\ntime.sleep(3600)")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut holder = Spawned(holder);
+    let mut ready = String::new();
+    BufReader::new(holder.0.stdout.as_mut().expect("stdout")).read_line(&mut ready).expect("held");
+    crate::support::kill(i32::try_from(holder.0.id()).expect("pid"), libc::SIGSTOP);
+
+    let reconcile = |args: &[&str]| {
+        let mut cmd = crate::support::reconcile(&dir);
+        cmd.env("PM2_HOME", home.path()).args(args);
+        cmd
+    };
+    let gateway = || -> (String, u64) {
+        let list = home.jlist();
+        let p = list.as_array().expect("list").iter().find(|p| p["name"] == "chinvex-gateway").cloned().unwrap_or(Value::Null);
+        (p["pm2_env"]["status"].as_str().unwrap_or("gone").to_string(), p["pm2_env"]["restart_time"].as_u64().unwrap_or(0))
+    };
+
+    let out = run(&mut reconcile(&["apply", "--auto-approve"]));
+    assert_eq!(out.0, 1, "{}\n{}", out.1, out.2);
+    assert!(out.2.contains("unhealthy chinvex-gateway") || out.2.contains("unhealthy") && out.2.contains("chinvex-gateway"), "{}", out.2);
+    assert!(out.2.contains("error while attempting to bind on address"), "the bind error is shown:\n{}", out.2);
+    assert_eq!(gateway().0, "stopped");
+
+    let mut cmd = reconcile(&["--format", "json", "watch", "--heal", "--heal-max-attempts", "2", "--heal-backoff", "1"]);
+    cmd.env("PM2_HOME", home.path());
+    let mut watch = Watch::spawn(cmd);
+    watch.wait("the start plan", T, is("plan"));
+    watch.wait("the give-up", Duration::from_secs(90), |l| l["kind"] == "heal_given_up" && l["app"] == "chinvex-gateway");
+    // A human restarts it by hand, as on the incident's host: it loops on the held port.
+    let mark = watch.mark();
+    home.pm2_ok(&["restart", "chinvex-gateway", "--namespace", "c3"]);
+    let broke = watch.wait_after(mark, "the breaker", Duration::from_secs(60), |l| l["kind"] == "crash_loop_stopped" && l["app"] == "chinvex-gateway");
+    assert!(broke["log_tail"].to_string().contains("error while attempting to bind on address"), "{broke}");
+    let (status, restarts) = gateway();
+    assert_eq!(status, "stopped");
+    assert!(restarts <= 15, "a handful of restarts, not thousands: {restarts}");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(gateway(), ("stopped".to_string(), restarts), "the loop stays ended:\n{}", watch.dump());
+    assert_eq!(home.bystanders("c3"), foreign, "stock-alert untouched");
+    crate::support::kill(i32::try_from(holder.0.id()).expect("pid"), libc::SIGCONT);
+    let _ = holder.0.kill();
+}
