@@ -172,7 +172,8 @@ pub fn settle(call: &Unsettled, live: &LiveState) -> &'static str {
             let after = |p: &&crate::live::LiveProcess| p.created_at_ms.is_some_and(|c| c >= call.at_ms) && call.pm_id != Some(p.pm_id);
             if live.processes.iter().filter(mine).any(|p| after(&p)) { "done" } else { "not_done" }
         }
-        "delete" => if target.is_none() { "done" } else { "not_done" },
+        "delete" if target.is_none() => "done",
+        "delete" => "not_done",
         // A restart asked for moves `created_at` (and counts a restart).
         "restart" | "reload" => match target {
             None => "gone",

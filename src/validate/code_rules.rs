@@ -148,23 +148,6 @@ fn js_number(name: &str) -> bool {
         && unsigned.parse::<f64>().is_ok()
 }
 
-#[cfg(test)]
-mod name_tests {
-    use super::*;
-
-    #[test]
-    fn names_the_cli_reads_as_numbers_or_pm2_would_mangle_are_reserved() {
-        let ns = BTreeSet::new();
-        for bad in ["", "1e3", "0x1", " 0", "-5", "1.5", "Infinity", "0b11", "a\nb", "a/b", "a\\b", "all", "42"] {
-            assert!(reserved(bad, &ns).is_some(), "{bad:?}");
-        }
-        assert!(reserved(&"x".repeat(MAX_NAME_BYTES + 1), &ns).is_some());
-        for good in ["web", "api-2", "e1", "0xg", "1.2.3", "v8", &"x".repeat(MAX_NAME_BYTES)] {
-            assert!(reserved(good, &ns).is_none(), "{good:?}");
-        }
-    }
-}
-
 /// Ports an app claims: `PORT` in its merged env, `port`, and `--port N`, `--port=N`, `-p N` in args.
 pub fn claimed_ports(app: &AppView) -> Vec<(u64, String)> {
     let mut found = Vec::new();
@@ -198,4 +181,21 @@ pub fn claimed_ports(app: &AppView) -> Vec<(u64, String)> {
     }
     found.dedup_by_key(|(port, _)| *port);
     found
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn names_the_cli_reads_as_numbers_or_pm2_would_mangle_are_reserved() {
+        let ns = BTreeSet::new();
+        for bad in ["", "1e3", "0x1", " 0", "-5", "1.5", "Infinity", "0b11", "a\nb", "a/b", "a\\b", "all", "42"] {
+            assert!(reserved(bad, &ns).is_some(), "{bad:?}");
+        }
+        assert!(reserved(&"x".repeat(MAX_NAME_BYTES + 1), &ns).is_some());
+        for good in ["web", "api-2", "e1", "0xg", "1.2.3", "v8", &"x".repeat(MAX_NAME_BYTES)] {
+            assert!(reserved(good, &ns).is_none(), "{good:?}");
+        }
+    }
 }

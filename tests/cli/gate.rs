@@ -2,9 +2,8 @@
 //! (incident 003 in full), against a real daemon. Each test has its own daemon and
 //! its own ports, and a foreign `stock-alert` that must come out untouched.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
