@@ -522,6 +522,19 @@ impl<'a> Executor<'a> {
         self.pending.push(Pending { app: app.name.clone(), pm_id, watch, logs: self.marks.clone() });
     }
 
+    /// Gates one process now and waits for its verdict (with any other process still
+    /// pending): for a rolling reload that gates each instance before the next. Call it
+    /// right after the call that started or restarted `pm_id` (its error-log marks are
+    /// the ones taken before that call); `baseline` is the restart count the call
+    /// reported, if any. `Ok(true)` when it passed; a failure is stopped and recorded
+    /// like any other.
+    pub async fn gate_process(&mut self, app: &DesiredApp, pm_id: u64, baseline: Option<u64>) -> Result<bool, String> {
+        let failed_before = self.outcome.failures.iter().filter(|f| f.pm_id == pm_id).count();
+        self.wait_for(app, pm_id, baseline);
+        self.gate().await?;
+        Ok(self.outcome.failures.iter().filter(|f| f.pm_id == pm_id).count() == failed_before)
+    }
+
     /// Journals the intent of the next call (fsynced before it is made).
     fn intent(&mut self, change: &Change, call: &'static str, p: Option<&OwnedProcess>) -> Result<(), String> {
         self.seq += 1;

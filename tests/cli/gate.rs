@@ -284,3 +284,19 @@ fn a_call_to_a_paused_daemon_is_journaled_unknown_and_settled_by_the_next_apply(
     assert_eq!(settled.expect("settled")["result"], "done");
     w.assert_foreign_untouched();
 }
+
+#[test]
+fn values_pm2_rewrites_converge_in_two_applies() {
+    let w = World::new("settle_ms = 500");
+    w.write(&[sleep_app(
+        "rewritten",
+        json!({"env": {"N": null, "FLAG": true, "NUM": 5, "OBJ": {"a": 1}}, "max_memory_restart": "100M",
+            "kill_timeout": "500", "restart_delay": "0", "args": ["3600"]}),
+    )]);
+    let first = w.apply();
+    expect(&first, 0);
+    let second = w.apply();
+    expect(&second, 0);
+    assert_eq!(w.journal().last().unwrap()["outcome"], "noop", "{}\n{}", second.1, second.2);
+    w.assert_foreign_untouched();
+}

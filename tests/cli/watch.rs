@@ -706,3 +706,21 @@ fn incident_003_the_loop_ends_after_a_handful_of_restarts_with_the_bind_error_sh
     crate::support::kill(i32::try_from(holder.0.id()).expect("pid"), libc::SIGCONT);
     let _ = holder.0.kill();
 }
+
+#[test]
+fn a_manual_stop_during_a_heals_gate_is_reported_as_stopped_not_crashed() {
+    let w = World::new(&[sleep_app("web", json!({}))]);
+    let mut watch = w.watch(&["--heal"]);
+    watch.wait("the start plan", T, is("plan"));
+    let mark = watch.mark();
+    w.home.pm2_ok(&["stop", "web", "--namespace", "mine"]);
+    watch.wait_after(mark, "the heal", T, |l| l["kind"] == "healing" && l["apps"] == json!(["web"]));
+    // The heal's gate lasts min_uptime (500 ms) + the settle window (5 s): stop it by hand within it.
+    w.home.wait_for(|| w.ours("web").iter().any(|p| p.0 == "online"), "web to be started by the heal");
+    w.home.pm2_ok(&["stop", "web", "--namespace", "mine"]);
+    let failed = watch.wait_after(mark, "the heal's verdict", Duration::from_secs(40), |l| l["kind"] == "heal_failed" && l["apps"] == json!(["web"]));
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("stopped by someone else") && !reason.contains("crashed"), "{failed}");
+    assert_eq!(watch.count(drift("web", "crash_loop")), 0, "{}", watch.dump());
+    w.assert_bystanders_untouched();
+}
