@@ -126,10 +126,25 @@ pub struct Unsettled {
     pub created_at_ms: Option<i64>,
 }
 
-/// The calls of earlier applies whose outcome is not known yet (read from `path`;
-/// lines that are not JSON are skipped).
+/// How much of the journal's end [`unsettled`] reads: every apply settles what came
+/// before it, so an unsettled call is near the end (many applies would have to run
+/// since it, each writing megabytes, for it to fall out).
+const SETTLE_WINDOW: u64 = 16 * 1024 * 1024;
+
+/// The calls of earlier applies whose outcome is not known yet (read from the last
+/// [`SETTLE_WINDOW`] bytes of `path`; lines that are not JSON are skipped).
 pub fn unsettled(path: &Path) -> Vec<Unsettled> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = File::open(path) else { return Vec::new() };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = len.saturating_sub(SETTLE_WINDOW);
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(from)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    // Started mid-line: that first piece is not a record.
+    let text = if from > 0 { text.split_once('\n').map_or("", |(_, rest)| rest) } else { &text };
     let mut open: Vec<Unsettled> = Vec::new();
     for line in text.lines() {
         let Ok(r) = serde_json::from_str::<Value>(line) else { continue };
@@ -274,5 +289,30 @@ mod tests {
         assert_eq!(open.iter().map(|u| u.seq).collect::<Vec<_>>(), [1, 3]);
         j.record("settled", json!({"of_run": "a", "seq": 1})).unwrap();
         assert_eq!(unsettled(&path).len(), 1);
+    }
+
+    #[test]
+    fn a_call_is_settled_by_what_a_later_read_shows() {
+        use crate::testing::{desired, live, live_of};
+        let apps = desired(json!([{"name": "w", "namespace": "mine", "script": "s.js"}]));
+        let mut p = live_of(&apps[0], 3);
+        p.restarts = 0;
+        p.created_at_ms = Some(5);
+        let call = |call: &str| Unsettled {
+            run: "a".into(), seq: 1, at_ms: 10, app: "w".into(), namespace: "mine".into(), call: call.into(),
+            pm_id: Some(3), restarts: Some(0), created_at_ms: Some(5),
+        };
+        let before = live(vec![p.clone()]);
+        assert_eq!(settle(&call("restart"), &before), "not_done");
+        assert_eq!(settle(&call("delete"), &before), "not_done");
+        let mut restarted = p.clone();
+        restarted.restarts = 1;
+        restarted.created_at_ms = Some(20);
+        assert_eq!(settle(&call("restart"), &live(vec![restarted.clone()])), "done");
+        assert_eq!(settle(&call("delete"), &live(vec![])), "done");
+        assert_eq!(settle(&call("restart"), &live(vec![])), "gone");
+        let start = Unsettled { pm_id: None, ..call("start") };
+        assert_eq!(settle(&start, &before), "not_done");
+        assert_eq!(settle(&start, &live(vec![restarted])), "done");
     }
 }

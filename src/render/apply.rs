@@ -28,7 +28,7 @@ pub fn progress(event: &Event) -> String {
         }
         Event::Healthy { app, pm_id, online_ms } => {
             let s = style::GUTTER;
-            format!("  {s}✓{s:#} healthy   {app} [pm_id {pm_id}] online for {online_ms} ms without a restart\n")
+            format!("  {s}✓{s:#} healthy   {app} [pm_id {pm_id}] online for {online_ms} ms (min_uptime, then the settle window) without a crash\n")
         }
         Event::Unhealthy(f) => {
             let e = style::ERROR;
