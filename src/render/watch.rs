@@ -114,6 +114,9 @@ fn describe(report: &Report) -> (anstyle::Style, String, Vec<String>) {
             }
             (bad, text, log_tail.iter().map(|l| format!("| {l}")).collect())
         }
+        Report::ForeignCrashLoop { app, namespace, detail, .. } => {
+            (bad, format!("{app} ({namespace}, not owned: only reported): {detail}"), Vec::new())
+        }
         Report::Git { remote, branch, commit, previous } => {
             let from = previous.as_deref().map_or_else(|| "first checkout".to_string(), |p| format!("was {}", short(p)));
             (plain, format!("{remote} {branch} is at {} ({from})", short(commit)), Vec::new())

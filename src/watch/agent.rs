@@ -118,6 +118,8 @@ pub struct Agent<L: Loader> {
     broken: BTreeMap<String, Fingerprint>,
     /// Crash loops found by the last read, for `--heal` to break.
     break_due: Vec<drift::Drift>,
+    /// Foreign apps crash-looping at the last read (reported when they start).
+    foreign_loops: BTreeSet<(String, String)>,
     heal: Option<HealFuture>,
     deferred_told: bool,
     metrics: Option<Arc<Metrics>>,
@@ -170,6 +172,7 @@ impl<L: Loader> Agent<L> {
             calm: BTreeMap::new(),
             broken: BTreeMap::new(),
             break_due: Vec::new(),
+            foreign_loops: BTreeSet::new(),
             heal: None,
             deferred_told: false,
             metrics: metrics.as_ref().map(|(m, _)| Arc::clone(m)),
@@ -555,6 +558,13 @@ impl<L: Loader> Agent<L> {
             self.emit(&Report::Drift(drift))?;
         }
         self.drifts = fresh;
+        let foreign = drift::foreign_loops(live, owned, &self.windows, crash);
+        for ((namespace, app), (pm_ids, detail)) in &foreign {
+            if !self.foreign_loops.contains(&(namespace.clone(), app.clone())) {
+                self.emit(&Report::ForeignCrashLoop { app: app.clone(), namespace: namespace.clone(), pm_ids: pm_ids.clone(), detail: detail.clone() })?;
+            }
+        }
+        self.foreign_loops = foreign.into_keys().collect();
         if self.limiter.is_some() {
             // Broken loops stay stopped until their spec or code changes.
             let released: Vec<String> =

@@ -191,6 +191,25 @@ pub fn from_live(live: &LiveState, owned: &[String], crashes: &CrashCounter, cra
     out
 }
 
+/// Crash loops of apps outside the owned namespaces, by (namespace, app): the same
+/// rule as [`DriftKind::CrashLoop`], for reports only.
+pub fn foreign_loops(live: &LiveState, owned: &[String], crashes: &CrashCounter, crash: CrashRule) -> BTreeMap<(String, String), (Vec<u64>, String)> {
+    let mut groups: BTreeMap<(String, String), (Vec<u64>, u64)> = BTreeMap::new();
+    for p in live.processes.iter().filter(|p| !owned.contains(&p.namespace)) {
+        let g = groups.entry((p.namespace.clone(), p.name.clone())).or_default();
+        g.0.push(p.pm_id);
+        g.1 += crashes.recent(p.pm_id, live.read_at_ms, crash.window_ms);
+    }
+    groups
+        .into_iter()
+        .filter(|(_, (_, n))| *n > crash.max_crashes)
+        .map(|(k, (ids, n))| {
+            let detail = format!("crashed {n} times within {} s (more than {}): it is crash-looping", crash.window_ms / 1000, crash.max_crashes);
+            (k, (ids, detail))
+        })
+        .collect()
+}
+
 /// What started and what cleared between two sets.
 #[derive(Debug, Default, PartialEq)]
 pub struct Transitions {

@@ -117,6 +117,9 @@ pub enum Report {
         error_log: Option<PathBuf>,
         journal: Option<PathBuf>,
     },
+    /// An app outside the owned namespaces crash-loops (the same rule as `crash_loop`).
+    /// Only reported, never acted on; told once when it starts.
+    ForeignCrashLoop { app: String, namespace: String, pm_ids: Vec<u64>, detail: String },
     /// The followed branch moved; the clone is at `commit` now.
     Git { remote: String, branch: String, commit: String, previous: Option<String> },
     /// Fetching the branch failed; retried at the next interval.
@@ -145,6 +148,7 @@ impl Report {
             Self::HealDeferred { .. } => "heal_deferred",
             Self::HealGivenUp { .. } => "heal_given_up",
             Self::CrashLoopStopped { .. } => "crash_loop_stopped",
+            Self::ForeignCrashLoop { .. } => "foreign_crash_loop",
             Self::Git { .. } => "git",
             Self::GitError { .. } => "git_error",
             Self::Error { .. } => "error",

@@ -724,3 +724,25 @@ fn a_manual_stop_during_a_heals_gate_is_reported_as_stopped_not_crashed() {
     assert_eq!(watch.count(drift("web", "crash_loop")), 0, "{}", watch.dump());
     w.assert_bystanders_untouched();
 }
+
+#[test]
+fn a_foreign_crash_loop_is_reported_and_never_acted_on_even_with_heal() {
+    let w = World::new(&[sleep_app("web", json!({}))]);
+    // Foreign events do not bring a read forward; the periodic re-read sees the loop.
+    let mut watch = w.watch(&["--heal", "--interval", "2"]);
+    watch.wait("the start plan", T, is("plan"));
+    let script = w.project.join("flap.js");
+    // Past PM2's default min_uptime (1 s): PM2 never stops it.
+    std::fs::write(&script, "setTimeout(() => process.exit(1), 1200);\n").expect("flap.js");
+    w.home.pm2_ok(&["start", script.to_str().expect("utf-8"), "--name", "flappy", "--namespace", "stock"]);
+    let line = watch.wait("the foreign crash loop", Duration::from_secs(40), |l| l["kind"] == "foreign_crash_loop" && l["app"] == "flappy");
+    assert_eq!(line["namespace"], "stock");
+    // Still looping: reported, not stopped.
+    let status = |w: &World| w.home.jlist().as_array().expect("list").iter().find(|p| p["name"] == "flappy").map(|p| p["pm2_env"]["restart_time"].as_u64().unwrap_or(0));
+    let seen = status(&w).unwrap_or(0);
+    w.home.wait_for(|| status(&w).unwrap_or(0) > seen, "flappy to go on restarting");
+    assert_eq!(watch.count(is("crash_loop_stopped")), 0, "{}", watch.dump());
+    assert_eq!(watch.count(|l| l["kind"] == "foreign_crash_loop"), 1, "told once");
+    w.home.pm2_ok(&["delete", "flappy"]);
+    w.assert_bystanders_untouched();
+}
