@@ -23,13 +23,12 @@ use serde_json::Value;
 
 use super::journal::JournalError;
 use crate::desired::DesiredApp;
+use crate::config::project::HealthSection;
+use crate::live::health::{GateFault, GateRule, GateVerdict, GateWatch, Sample};
 use crate::live::{
     BusEvent, EventStream, ExecMode, LiveError, LiveState, OwnedProcess, Pm2Client, ProcessStatus, ResolvedApp,
 };
 use crate::plan::{Action, Change, Plan};
-
-/// PM2's default `min_uptime` (constants.js), used when the app sets none.
-pub const DEFAULT_MIN_UPTIME: Duration = Duration::from_millis(1000);
 
 /// How the executor behaves.
 #[derive(Debug, Clone)]
@@ -38,8 +37,11 @@ pub struct Settings {
     pub owned: Vec<String>,
     /// How often the health gate re-reads the list between bus events.
     pub poll: Duration,
-    /// Extra time a process may take to come online, beyond its `min_uptime`.
+    /// Extra time a process may take to come online, beyond its `min_uptime`, its
+    /// settle window and (for `wait_ready`) its `listen_timeout`.
     pub gate_slack: Duration,
+    /// `[health]`: the settle window, per app.
+    pub health: HealthSection,
     /// On failure, restore the apps this apply changed to their spec before it.
     pub rollback: bool,
 }
@@ -48,7 +50,9 @@ pub struct Settings {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    /// One PM2 call on one app finished (or failed).
+    /// A PM2 call is about to be made (journaled, fsynced, before the call).
+    Intent(Intent),
+    /// One PM2 call on one app finished (or failed, or its outcome is unknown).
     Action(ActionRecord),
     /// A process passed the health gate.
     Healthy { app: String, pm_id: u64, online_ms: u64 },
@@ -58,9 +62,31 @@ pub enum Event {
     RolledBack { app: String, pm_ids: Vec<u64>, error: Option<String> },
 }
 
+/// A call about to be made: what, on what, and the process as it was, so that the
+/// next apply can tell whether a call whose outcome is unknown was carried out.
+#[derive(Debug, Clone, Serialize)]
+pub struct Intent {
+    /// Numbers the calls of one apply; its [`ActionRecord`] has the same.
+    pub seq: u64,
+    pub app: String,
+    pub namespace: String,
+    pub action: Action,
+    pub call: &'static str,
+    pub pm_id: Option<u64>,
+    /// The process before the call (`None` for a start).
+    pub pid: Option<u32>,
+    pub restarts: Option<u64>,
+    pub created_at_ms: Option<i64>,
+}
+
 /// One PM2 call.
 #[derive(Debug, Clone, Serialize)]
 pub struct ActionRecord {
+    /// The [`Intent`] this settles.
+    pub seq: u64,
+    /// `ok`, `failed`, or `unknown` (no answer in time: it may still be carried out;
+    /// the next apply's read settles it).
+    pub outcome: &'static str,
     pub app: String,
     pub namespace: String,
     /// The plan's action this call serves.
@@ -81,13 +107,18 @@ pub struct ActionRecord {
 pub struct GateFailure {
     pub app: String,
     pub pm_id: u64,
-    /// What happened: `crashed`, `errored`, `stopped`, `did not stay online`, `gone`.
+    /// What happened, in words (starts with `crashed`, `errored`, `stopped`, `exited`,
+    /// `not ready`, `gone` or `did not pass`).
     pub what: String,
+    /// Whether it crashed (not stopped by someone, never ready, or too slow).
+    pub crashed: bool,
     pub restarts: u64,
     /// Whether it was stopped (so it cannot crash-loop).
     pub stopped: bool,
-    /// The last lines of its error log.
+    /// The lines its error log got since the call (at most the last 20).
     pub log_tail: Vec<String>,
+    /// Its error log.
+    pub error_log: Option<PathBuf>,
 }
 
 /// What an apply did.
@@ -100,6 +131,8 @@ pub struct Outcome {
     pub rolled_back: Vec<String>,
     /// The first error that stopped the apply early (a failed call, a lost daemon).
     pub aborted: Option<String>,
+    /// What verification saw change by itself (a foreign app crashing): told, not failed.
+    pub warnings: Vec<String>,
 }
 
 impl Outcome {
@@ -128,11 +161,13 @@ pub type Observer<'a> = dyn FnMut(&Event) -> Result<(), JournalError> + 'a;
 struct Pending {
     app: String,
     pm_id: u64,
-    /// The restart count right after our call; more means it crashed since.
-    baseline: Option<u64>,
-    min_uptime: Duration,
-    deadline: Instant,
+    watch: GateWatch,
+    /// Error-log sizes just before the call: what is past them is this start's.
+    logs: LogMarks,
 }
+
+/// Sizes of log files at one moment.
+type LogMarks = BTreeMap<PathBuf, u64>;
 
 /// Runs a plan: the calls, then the health gate, then (on failure, if asked) the
 /// rollback. `resolved` holds the payload of every app to start or update (by name);
@@ -144,12 +179,15 @@ pub struct Executor<'a> {
     outcome: Outcome,
     pending: Vec<Pending>,
     bus: Option<EventStream>,
+    seq: u64,
+    /// Error-log sizes taken before the current call.
+    marks: LogMarks,
 }
 
 impl<'a> Executor<'a> {
     /// An executor on a connected client.
     pub fn new(client: &'a mut Pm2Client, settings: &'a Settings, observer: &'a mut Observer<'a>) -> Self {
-        Self { client, settings, observer, outcome: Outcome::default(), pending: Vec::new(), bus: None }
+        Self { client, settings, observer, outcome: Outcome::default(), pending: Vec::new(), bus: None, seq: 0, marks: LogMarks::new() }
     }
 
     /// Executes every change of `plan` in a safe order, gates, and rolls back on failure
@@ -194,6 +232,7 @@ impl<'a> Executor<'a> {
     fn emit(&mut self, event: Event) -> Result<(), String> {
         let result = (self.observer)(&event).map_err(|e| e.to_string());
         match event {
+            Event::Intent(_) => {}
             Event::Action(record) => self.outcome.actions.push(record),
             Event::Healthy { .. } => self.outcome.healthy += 1,
             Event::Unhealthy(failure) => self.outcome.failures.push(failure),
@@ -217,7 +256,14 @@ impl<'a> Executor<'a> {
             Ok(ids) => (ids.clone(), None),
             Err(e) => (Vec::new(), Some(e.to_string())),
         };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) if outcome_unknown(e) => "unknown",
+            Err(_) => "failed",
+        };
         let record = ActionRecord {
+            seq: self.seq,
+            outcome,
             app: change.name.clone(),
             namespace: change.namespace.clone(),
             action: change.action,
@@ -290,8 +336,14 @@ impl<'a> Executor<'a> {
     async fn delete(&mut self, change: &Change, pm_id: u64) -> Result<(), String> {
         let started = Instant::now();
         let result = match self.confirm(change, pm_id).await {
-            Ok(p) => self.client.delete(p).await.map(|()| Vec::new()),
-            Err(e) => Err(e),
+            Ok(p) => {
+                self.intent(change, "delete", Some(&p))?;
+                self.client.delete(p).await.map(|()| Vec::new())
+            }
+            Err(e) => {
+                self.intent(change, "delete", None)?;
+                Err(e)
+            }
         };
         self.record(change, "delete", Some(pm_id), started, result).map(|_| ())
     }
@@ -299,6 +351,8 @@ impl<'a> Executor<'a> {
     /// Starts an app; `again` for one this apply just deleted (see [`Pm2Client::start_again`]).
     async fn start(&mut self, change: &Change, app: Option<&DesiredApp>, resolved: Option<&ResolvedApp>, again: bool) -> Result<(), String> {
         let (Some(app), Some(resolved)) = (app, resolved) else { return Ok(()) };
+        self.marks = mark_logs_of_payload(resolved.payload());
+        self.intent(change, "start", None)?;
         let started = Instant::now();
         let result = if again {
             self.client.start_again(resolved, &self.settings.owned).await
@@ -306,11 +360,57 @@ impl<'a> Executor<'a> {
             self.client.start(resolved, &self.settings.owned).await
         };
         let unanswered = unanswered(&result);
-        let ids = self.record(change, "start", None, started, result).inspect_err(|_| self.gate_unanswered(app, &unanswered))?;
-        for pm_id in ids {
+        let timed_out = matches!(&result, Err(e) if outcome_unknown(e));
+        let recorded = self.record(change, "start", None, started, result);
+        if recorded.is_err() {
+            self.gate_unanswered(app, &unanswered);
+        }
+        if timed_out {
+            self.settle_start(app).await;
+        }
+        for pm_id in recorded? {
             self.wait_for(app, pm_id, Some(0));
         }
         Ok(())
+    }
+
+    /// A start that got no answer in time may still have started processes (a cluster
+    /// `wait_ready` app: `prepare` answers only once every worker is ready). A fresh read
+    /// settles it: every process of the app that is not yet gated is gated now, so what
+    /// came up is judged (and stopped if unhealthy), not left running unseen.
+    async fn settle_start(&mut self, app: &DesiredApp) {
+        let state = match self.fresh_list().await {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the daemon after a start without an answer");
+                return;
+            }
+        };
+        let ids: Vec<u64> = state
+            .by_name(&app.name)
+            .filter(|p| p.namespace == app.namespace && self.settings.owned.contains(&p.namespace))
+            .map(|p| p.pm_id)
+            .filter(|id| !self.pending.iter().any(|q| q.pm_id == *id))
+            .collect();
+        for pm_id in ids {
+            tracing::debug!(pm_id, app = %app.name, "a start without an answer brought up a process: gating it");
+            self.wait_for(app, pm_id, None);
+        }
+    }
+
+    /// A read of the list; after a call that got no answer the connection may still
+    /// carry that late answer, so when the read fails it is made on a new connection.
+    async fn fresh_list(&mut self) -> Result<LiveState, LiveError> {
+        match self.client.list().await {
+            Ok(state) => Ok(state),
+            Err(first) => {
+                tracing::debug!(error = %first, "reading again on a new connection");
+                let home = self.client.home().clone();
+                let timeout = self.client.timeout();
+                *self.client = Pm2Client::connect(&home, timeout).await?;
+                self.client.list().await
+            }
+        }
     }
 
     /// Starts every `create` of the plan behind one fresh read ([`Pm2Client::start_all`]).
@@ -332,18 +432,43 @@ impl<'a> Executor<'a> {
         }
         let started = Instant::now();
         let specs: Vec<&ResolvedApp> = batch.iter().map(|(_, _, spec)| *spec).collect();
+        // Every start's intent is on disk before the first `prepare`.
+        let first_seq = self.seq + 1;
+        let mut marks = LogMarks::new();
+        for (change, _, spec) in &batch {
+            marks.extend(mark_logs_of_payload(spec.payload()));
+            self.intent(change, "start", None)?;
+        }
+        self.marks = marks;
         let results = match self.client.start_all(&specs, &self.settings.owned).await {
             Ok(results) => results,
-            Err(e) => return self.record(batch[0].0, "start", None, started, Err(e)).map(|_| ()),
+            Err(e) => {
+                self.seq = first_seq;
+                return self.record(batch[0].0, "start", None, started, Err(e)).map(|_| ());
+            }
         };
         // One read served them all; each start is timed from the batch's start.
-        for ((change, app, _), result) in batch.into_iter().zip(results) {
+        let mut first_error = None;
+        for (i, ((change, app, _), result)) in batch.into_iter().zip(results).enumerate() {
+            self.seq = first_seq + i as u64;
             let unanswered = unanswered(&result);
-            for pm_id in self.record(change, "start", None, started, result).inspect_err(|_| self.gate_unanswered(app, &unanswered))? {
-                self.wait_for(app, pm_id, Some(0));
+            let timed_out = matches!(&result, Err(e) if outcome_unknown(e));
+            match self.record(change, "start", None, started, result) {
+                Ok(ids) => {
+                    for pm_id in ids {
+                        self.wait_for(app, pm_id, Some(0));
+                    }
+                }
+                Err(e) => {
+                    self.gate_unanswered(app, &unanswered);
+                    if timed_out {
+                        self.settle_start(app).await;
+                    }
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Deletes the highest `pm_id`s beyond `instances`; returns the ones kept.
@@ -365,8 +490,15 @@ impl<'a> Executor<'a> {
         for _ in 0..missing {
             let started = Instant::now();
             let result = match self.confirm(change, source).await {
-                Ok(p) => self.client.duplicate(&p).await.map(|id| vec![id]),
-                Err(e) => Err(e),
+                Ok(p) => {
+                    self.marks = mark_logs_of(p.error_file());
+                    self.intent(change, "duplicate", Some(&p))?;
+                    self.client.duplicate(&p).await.map(|id| vec![id])
+                }
+                Err(e) => {
+                    self.intent(change, "duplicate", None)?;
+                    Err(e)
+                }
             };
             let unanswered = unanswered(&result);
             for pm_id in self.record(change, "duplicate", Some(source), started, result).inspect_err(|_| self.gate_unanswered(app, &unanswered))? {
@@ -383,10 +515,19 @@ impl<'a> Executor<'a> {
             // Zero downtime where PM2 allows it: a new worker takes over before the old
             // one is stopped. Everything an `update` changes is applied by a reload.
             Ok(p) if p.exec_mode() == ExecMode::Cluster && *p.status() == ProcessStatus::Online => {
+                self.marks = mark_logs_of(p.error_file());
+                self.intent(change, "reload", Some(&p))?;
                 ("reload", self.client.reload(&p, env).await.map(|()| None))
             }
-            Ok(p) => ("restart", self.client.restart(&p, env).await),
-            Err(e) => ("restart", Err(e)),
+            Ok(p) => {
+                self.marks = mark_logs_of(p.error_file());
+                self.intent(change, "restart", Some(&p))?;
+                ("restart", self.client.restart(&p, env).await)
+            }
+            Err(e) => {
+                self.intent(change, "restart", None)?;
+                ("restart", Err(e))
+            }
         };
         let baseline = result.as_ref().ok().copied().flatten();
         let unanswered = unanswered(&result);
@@ -405,31 +546,57 @@ impl<'a> Executor<'a> {
     }
 
     fn wait_for(&mut self, app: &DesiredApp, pm_id: u64, baseline: Option<u64>) {
-        let min_uptime = app
-            .options
-            .get("min_uptime")
-            .and_then(crate::live::model::as_u64)
-            .map_or(DEFAULT_MIN_UPTIME, Duration::from_millis);
-        let listen = app.options.get("listen_timeout").and_then(crate::live::model::as_u64).unwrap_or(0);
-        let deadline = Instant::now() + min_uptime + Duration::from_millis(listen) + self.settings.gate_slack;
-        self.pending.push(Pending { app: app.name.clone(), pm_id, baseline, min_uptime, deadline });
+        let rule = GateRule::for_options(&app.options, self.settings.health.settle_ms_for(&app.name));
+        let slack = u64::try_from(self.settings.gate_slack.as_millis()).unwrap_or(u64::MAX);
+        let watch = GateWatch::new(rule, baseline, crate::live::client::now_ms(), slack);
+        self.pending.push(Pending { app: app.name.clone(), pm_id, watch, logs: self.marks.clone() });
     }
 
-    /// The health gate: every pending process must be online for its `min_uptime`
-    /// without a restart. A process that crashes is stopped at once, so it cannot loop.
+    /// Gates one process now and waits for its verdict (with any other process still
+    /// pending): for a rolling reload that gates each instance before the next. Call it
+    /// right after the call that started or restarted `pm_id` (its error-log marks are
+    /// the ones taken before that call); `baseline` is the restart count the call
+    /// reported, if any. `Ok(true)` when it passed; a failure is stopped and recorded
+    /// like any other.
+    pub async fn gate_process(&mut self, app: &DesiredApp, pm_id: u64, baseline: Option<u64>) -> Result<bool, String> {
+        let failed_before = self.outcome.failures.iter().filter(|f| f.pm_id == pm_id).count();
+        self.wait_for(app, pm_id, baseline);
+        self.gate().await?;
+        Ok(self.outcome.failures.iter().filter(|f| f.pm_id == pm_id).count() == failed_before)
+    }
+
+    /// Journals the intent of the next call (fsynced before it is made).
+    fn intent(&mut self, change: &Change, call: &'static str, p: Option<&OwnedProcess>) -> Result<(), String> {
+        self.seq += 1;
+        let intent = Intent {
+            seq: self.seq,
+            app: change.name.clone(),
+            namespace: change.namespace.clone(),
+            action: change.action,
+            call,
+            pm_id: p.map(OwnedProcess::pm_id),
+            pid: p.and_then(OwnedProcess::pid),
+            restarts: p.map(OwnedProcess::restarts),
+            created_at_ms: p.and_then(OwnedProcess::created_at_ms),
+        };
+        self.emit(Event::Intent(intent))
+    }
+
+    /// The health gate ([`GateWatch`]): every pending process must be online — and
+    /// ready, for `wait_ready` — for its `min_uptime`, then not crash within the settle
+    /// window. A process that fails is stopped at once, so it cannot loop.
     async fn gate(&mut self) -> Result<(), String> {
         while !self.pending.is_empty() {
-            let state = self.client.list().await.map_err(|e| format!("health gate: {e}"))?;
-            let now = Instant::now();
+            let state = self.fresh_list().await.map_err(|e| format!("health gate: {e}"))?;
             let mut still = Vec::new();
-            for p in std::mem::take(&mut self.pending) {
-                match judge(&p, &state, now) {
-                    Verdict::Wait => still.push(p),
-                    Verdict::Healthy(online_ms) => {
+            for mut p in std::mem::take(&mut self.pending) {
+                match p.watch.observe(Sample::of(&state, p.pm_id, &p.app).as_ref()) {
+                    GateVerdict::Wait => still.push(p),
+                    GateVerdict::Healthy { online_ms } => {
                         self.emit(Event::Healthy { app: p.app.clone(), pm_id: p.pm_id, online_ms })?;
                     }
-                    Verdict::Failed(what) => {
-                        let failure = self.fail(&p, &state, what).await;
+                    GateVerdict::Failed(fault) => {
+                        let failure = self.fail(&p, &state, &fault).await;
                         self.emit(Event::Unhealthy(failure))?;
                     }
                 }
@@ -456,6 +623,12 @@ impl<'a> Executor<'a> {
                 () = &mut tick => return,
                 event = bus.next() => match event {
                     Ok(Some(BusEvent::Process(e))) if e.pm_id.is_some_and(|id| self.pending.iter().any(|p| p.pm_id == id)) => return,
+                    Ok(Some(BusEvent::Ready { pm_id: Some(id), name, at_ms })) => {
+                        let at = at_ms.unwrap_or_else(crate::live::client::now_ms);
+                        for p in self.pending.iter_mut().filter(|p| p.pm_id == id && name.as_ref().is_none_or(|n| *n == p.app)) {
+                            p.watch.ready(at);
+                        }
+                    }
                     Ok(Some(_)) => {}
                     // The bus closed or failed: polling alone still works.
                     _ => { self.bus = None; }
@@ -464,27 +637,55 @@ impl<'a> Executor<'a> {
         }
     }
 
-    /// Stops a failed process (confirmed owned) and collects its last error lines.
-    async fn fail(&mut self, p: &Pending, state: &LiveState, what: String) -> GateFailure {
+    /// Stops a failed process (confirmed owned; its error log is kept) and collects
+    /// the lines its error log got since the call.
+    async fn fail(&mut self, p: &Pending, state: &LiveState, fault: &GateFault) -> GateFailure {
         let live = state.get(p.pm_id);
         let restarts = live.map_or(0, |l| l.restarts);
         let error_file: Option<PathBuf> = live.and_then(|l| l.error_file.clone());
         let stopped = match self.client.confirm_owned(p.pm_id, &p.app, &self.settings.owned).await {
-            Ok(owned) if matches!(owned.status(), ProcessStatus::Stopped) => true,
-            Ok(owned) => self.client.stop(&owned).await.is_ok(),
+            Ok(owned) if matches!(owned.status(), ProcessStatus::Stopped) && owned.pid().is_none() => true,
+            Ok(owned) => {
+                let change = gate_stop(&p.app, owned.namespace());
+                if self.intent(&change, "stop", Some(&owned)).is_err() {
+                    false
+                } else {
+                    let started = Instant::now();
+                    let result = self.client.stop(&owned).await.map(|()| Vec::new());
+                    let ok = result.is_ok();
+                    let _ = self.record(&change, "stop", Some(p.pm_id), started, result);
+                    ok
+                }
+            }
             Err(_) => false,
         };
         let restarts = match self.client.list().await {
             Ok(after) => after.get(p.pm_id).map_or(restarts, |l| l.restarts),
             Err(_) => restarts,
         };
+        // A crash writes its last lines as it dies; the daemon may flush them a moment
+        // later. Retry until some are there (up to 2 s), never show lines of earlier runs.
+        let from = error_file.as_ref().and_then(|f| p.logs.get(f)).copied().unwrap_or(0);
+        let mut log_tail = Vec::new();
+        if let Some(file) = &error_file {
+            let until = Instant::now() + Duration::from_secs(2);
+            loop {
+                log_tail = tail_since(file, from, 20);
+                if !log_tail.is_empty() || Instant::now() >= until || !fault.is_crash() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         GateFailure {
             app: p.app.clone(),
             pm_id: p.pm_id,
-            what,
+            what: fault.to_string(),
+            crashed: fault.is_crash(),
             restarts,
             stopped,
-            log_tail: error_file.map(|f| tail(&f, 10)).unwrap_or_default(),
+            log_tail,
+            error_log: error_file,
         }
     }
 
@@ -531,43 +732,58 @@ fn raw_str<'v>(entry: &'v Value, key: &str) -> Option<&'v str> {
     entry.get("pm2_env").and_then(|e| e.get(key)).or_else(|| entry.get(key)).and_then(Value::as_str)
 }
 
-enum Verdict {
-    Wait,
-    Healthy(u64),
-    Failed(String),
+/// The change a gate's stop serves (journaled like every call).
+fn gate_stop(app: &str, namespace: &str) -> Change {
+    Change {
+        name: app.to_string(),
+        namespace: namespace.to_string(),
+        action: Action::Noop,
+        attributes: Vec::new(),
+        reason: None,
+        pm_ids: Vec::new(),
+        spec_hash: None,
+    }
 }
 
-fn judge(p: &Pending, state: &LiveState, now: Instant) -> Verdict {
-    let Some(live) = state.get(p.pm_id).filter(|l| l.name == p.app) else {
-        return Verdict::Failed("gone: the process disappeared".into());
-    };
-    if p.baseline.is_some_and(|b| live.restarts > b) {
-        return Verdict::Failed(format!("crashed: restarted {} time(s) within its min_uptime", live.restarts - p.baseline.unwrap_or(0)));
-    }
-    match live.status {
-        ProcessStatus::Errored => return Verdict::Failed("errored".into()),
-        ProcessStatus::Stopped => return Verdict::Failed("stopped".into()),
-        ProcessStatus::WaitingRestart => return Verdict::Failed("crashed: waiting to restart".into()),
-        _ => {}
-    }
-    if live.status == ProcessStatus::Online {
-        let online = live.uptime_ms(state.read_at_ms).unwrap_or(0);
-        if u128::from(online) >= p.min_uptime.as_millis() {
-            return Verdict::Healthy(online);
+/// Whether a failed call may still be carried out by the daemon (it did not answer
+/// in time, or the connection broke after the call was sent).
+pub fn outcome_unknown(e: &LiveError) -> bool {
+    matches!(e, LiveError::Timeout { .. } | LiveError::Closed { .. } | LiveError::Io { .. })
+}
+
+/// Sizes of the error logs a process of this resolved app may write: its
+/// `pm_err_log_path` and the `-N` variants PM2 makes of it per `pm_id`.
+fn mark_logs_of_payload(payload: &Value) -> LogMarks {
+    let path = payload.get("pm_err_log_path").and_then(Value::as_str).map(PathBuf::from);
+    mark_logs_of(path.as_deref())
+}
+
+/// Sizes of `path` and of its siblings named like it (`app-error.log`, `app-error-3.log`).
+fn mark_logs_of(path: Option<&std::path::Path>) -> LogMarks {
+    let mut marks = LogMarks::new();
+    let Some(path) = path else { return marks };
+    let (Some(dir), Some(stem)) = (path.parent(), path.file_stem().and_then(|s| s.to_str())) else { return marks };
+    let Ok(entries) = std::fs::read_dir(dir) else { return marks };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_str().is_some_and(|n| n.starts_with(stem))
+            && let Ok(meta) = entry.metadata()
+            && meta.is_file()
+        {
+            marks.insert(entry.path(), meta.len());
         }
     }
-    if now >= p.deadline {
-        return Verdict::Failed(format!("did not stay online for its min_uptime ({} ms) in time", p.min_uptime.as_millis()));
-    }
-    Verdict::Wait
+    marks
 }
 
-/// The last `n` non-empty lines of a log file (reading at most its last 64 KiB).
-fn tail(path: &std::path::Path, n: usize) -> Vec<String> {
+/// The last `n` non-empty lines written to a log file after byte `from`.
+pub fn tail_since(path: &std::path::Path, from: u64, n: usize) -> Vec<String> {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    // Shorter than at the mark: it was truncated or rotated since; all of it is new.
+    let from = if len < from { 0 } else { from };
+    let _ = file.seek(SeekFrom::Start(from.max(len.saturating_sub(64 * 1024))));
     let mut bytes = Vec::new();
     let _ = file.read_to_end(&mut bytes);
     let text = String::from_utf8_lossy(&bytes);
@@ -585,8 +801,13 @@ mod tests {
         let path = dir.path().join("err.log");
         let text: String = (1..=30).map(|i| format!("line {i}\n")).collect();
         std::fs::write(&path, text).unwrap();
-        let t = tail(&path, 3);
+        let t = tail_since(&path, 0, 3);
         assert_eq!(t, vec!["line 28", "line 29", "line 30"]);
-        assert!(tail(&dir.path().join("missing"), 3).is_empty());
+        assert!(tail_since(&dir.path().join("missing"), 0, 3).is_empty());
+        // Only what came after the mark.
+        let mark = std::fs::metadata(&path).unwrap().len();
+        assert!(tail_since(&path, mark, 3).is_empty());
+        std::fs::write(&path, format!("{}new 1\nnew 2\n", std::fs::read_to_string(&path).unwrap())).unwrap();
+        assert_eq!(tail_since(&path, mark, 3), vec!["new 1", "new 2"]);
     }
 }

@@ -163,6 +163,21 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
 
     let mut journal = Journal::open(&journal_path(project))?;
     journal.record("begin", begin_record(project, home, options, saved.map(|s| s.0), &plan, &before, &redactor))?;
+    // Calls of earlier applies whose outcome was unknown (no answer in time, or the
+    // apply was killed between the call and its record) are settled by this read.
+    for call in journal::unsettled(journal.path()) {
+        let result = journal::settle(&call, &before);
+        let observed: Vec<Value> = before
+            .processes
+            .iter()
+            .filter(|p| p.name == call.app && p.namespace == call.namespace)
+            .map(|p| json!({"pm_id": p.pm_id, "status": p.status.as_str(), "pid": p.pid, "restarts": p.restarts, "created_at_ms": p.created_at_ms}))
+            .collect();
+        journal.record(
+            "settled",
+            json!({"of_run": call.run, "seq": call.seq, "app": call.app, "call": call.call, "pm_id": call.pm_id, "result": result, "observed": observed}),
+        )?;
+    }
     macro_rules! refuse {
         ($why:expr) => {{
             let why: String = $why;
@@ -227,7 +242,13 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
         refuse!(why);
     }
 
-    let exec_settings = Settings { owned: owned.clone(), poll: Duration::from_millis(100), gate_slack: Duration::from_secs(15), rollback: options.rollback };
+    let exec_settings = Settings {
+        owned: owned.clone(),
+        poll: Duration::from_millis(100),
+        gate_slack: Duration::from_secs(15),
+        health: settings.health.clone(),
+        rollback: options.rollback,
+    };
     let outcome = {
         let mut observe = |event: &Event| {
             progress.event(event);
@@ -238,7 +259,8 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
     };
 
     // Promise 7: bystanders untouched, and a fresh plan empty (for the apps in scope).
-    let (problems, after) = verify_after(project, &mut client, desired, &before, &redactor, options.only.as_ref()).await;
+    let mut outcome = outcome;
+    let (problems, after) = verify_after(project, &mut client, desired, &before, &redactor, options.only.as_ref(), &mut outcome.warnings).await;
     let ok = outcome.succeeded() && problems.is_empty();
     // Promise 10: only the state of a successful apply is what a reboot brings back.
     let dump = save_dump(project, home, &mut client, options, ok, &mut journal).await?;
@@ -247,6 +269,7 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
         json!({
             "outcome": if ok { "success" } else { "failed" },
             "problems": problems,
+            "warnings": outcome.warnings,
             "aborted": outcome.aborted,
             "rolled_back": outcome.rolled_back,
             "live_after": after.as_ref().map(|a| journal::redacted_live(a, &redactor)),
@@ -307,13 +330,17 @@ async fn verify_after(
     before: &LiveState,
     redactor: &Redactor,
     only: Option<&BTreeSet<String>>,
+    warnings: &mut Vec<String>,
 ) -> (Vec<String>, Option<LiveState>) {
     let settings = &project.settings;
     let after = match client.list().await {
         Ok(after) => after,
         Err(e) => return (vec![format!("verification: cannot read the daemon afterwards: {e}")], None),
     };
-    let mut problems: Vec<String> = verify::bystanders(before, &after, &settings.project.namespaces)
+    let bystanders = verify::bystanders(before, &after, &settings.project.namespaces);
+    warnings.extend(bystanders.warnings.into_iter().map(|w| format!("a process outside the owned namespaces: {w}")));
+    let mut problems: Vec<String> = bystanders
+        .problems
         .into_iter()
         .map(|p| format!("verification: a process outside the owned namespaces changed: {p}"))
         .collect();
@@ -339,6 +366,7 @@ async fn verify_after(
 
 fn event_name(event: &Event) -> &'static str {
     match event {
+        Event::Intent(_) => "intent",
         Event::Action(_) => "action",
         Event::Healthy { .. } => "healthy",
         Event::Unhealthy(_) => "unhealthy",

@@ -4,27 +4,61 @@
 use crate::live::LiveState;
 use crate::plan::{Basis, LiveMark};
 
+/// How the processes outside the owned namespaces fared during an apply.
+#[derive(Debug, Default, PartialEq)]
+pub struct Bystanders {
+    /// Changes some call made (a restart or stop asked for, a delete): each fails the apply.
+    pub problems: Vec<String>,
+    /// Changes the process made by itself (it crashed and PM2 restarted it): reported
+    /// with their figures, but no call of ours could have made them.
+    pub warnings: Vec<String>,
+}
+
 /// Every process outside `owned` that was live before must have the same pid,
-/// restart count and status after. Returns one line per difference.
-pub fn bystanders(before: &LiveState, after: &LiveState, owned: &[String]) -> Vec<String> {
-    let mut problems = Vec::new();
+/// restart count and status after. A difference that a call made is a problem; one
+/// the process made by itself is a warning. They are told apart as [`crate::live::health::CrashCounter`]
+/// does: every restart or stop asked for moves `created_at` or clears the pid, a crash
+/// and PM2's own restart after it do neither.
+pub fn bystanders(before: &LiveState, after: &LiveState, owned: &[String]) -> Bystanders {
+    use crate::live::ProcessStatus;
+    let mut out = Bystanders::default();
     for old in before.processes.iter().filter(|p| !owned.contains(&p.namespace)) {
         let label = format!("`{}` (pm_id {}, namespace `{}`)", old.name, old.pm_id, old.namespace);
         let Some(new) = after.get(old.pm_id).filter(|n| n.name == old.name) else {
-            problems.push(format!("{label} is gone"));
+            out.problems.push(format!("{label} is gone"));
             continue;
         };
+        let mut what = Vec::new();
         if new.pid != old.pid {
-            problems.push(format!("{label}: pid {} became {}", show(old.pid), show(new.pid)));
+            what.push(format!("pid {} became {}", show(old.pid), show(new.pid)));
         }
         if new.restarts != old.restarts {
-            problems.push(format!("{label}: restarts {} became {}", old.restarts, new.restarts));
+            what.push(format!("restarts {} became {}", old.restarts, new.restarts));
         }
         if new.status != old.status {
-            problems.push(format!("{label}: status {} became {}", old.status.as_str(), new.status.as_str()));
+            what.push(format!("status {} became {}", old.status.as_str(), new.status.as_str()));
+        }
+        if what.is_empty() {
+            continue;
+        }
+        let asked = new.created_at_ms != old.created_at_ms && new.created_at_ms.is_some()
+            || new.restarts < old.restarts
+            || (new.status == ProcessStatus::Stopped && new.pid.is_none() && old.status != ProcessStatus::Stopped);
+        if asked {
+            out.problems.push(format!("{label}: {}", what.join(", ")));
+        } else {
+            let already = if old.unstable_restarts > 0 || old.status != ProcessStatus::Online {
+                format!("; it was already restarting before the apply ({} unstable restarts, status {})", old.unstable_restarts, old.status.as_str())
+            } else {
+                String::new()
+            };
+            out.warnings.push(format!(
+                "{label} changed by itself (it crashed and PM2 restarted it; no call touched it): {}{already}",
+                what.join(", ")
+            ));
         }
     }
-    problems
+    out
 }
 
 fn show(pid: Option<u32>) -> String {
@@ -99,14 +133,21 @@ mod tests {
         let before = live(vec![live_of(&apps[0], 0), foreign("stock-alert", "other", 1)]);
         let mut after = before.clone();
         after.processes[0].pid = Some(999);
-        assert!(bystanders(&before, &after, &["web".into()]).is_empty());
+        assert_eq!(bystanders(&before, &after, &["web".into()]), Bystanders::default());
+        // Restarted by a call: `created_at` moved.
         after.processes[1].restarts += 1;
         after.processes[1].pid = Some(4242);
-        let problems = bystanders(&before, &after, &["web".into()]);
-        assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems[0].contains("stock-alert") && problems[0].contains("4242"), "{problems:?}");
+        after.processes[1].created_at_ms = Some(after.processes[1].created_at_ms.unwrap_or(0) + 1000);
+        let found = bystanders(&before, &after, &["web".into()]);
+        assert_eq!(found.problems.len(), 1, "{found:?}");
+        assert!(found.problems[0].contains("stock-alert") && found.problems[0].contains("4242"), "{found:?}");
+        // Crashed by itself: `created_at` kept. A warning with its figures.
+        after.processes[1].created_at_ms = before.processes[1].created_at_ms;
+        let found = bystanders(&before, &after, &["web".into()]);
+        assert!(found.problems.is_empty(), "{found:?}");
+        assert!(found.warnings[0].contains("by itself") && found.warnings[0].contains("restarts"), "{found:?}");
         after.processes.pop();
-        assert!(bystanders(&before, &after, &["web".into()])[0].contains("is gone"));
+        assert!(bystanders(&before, &after, &["web".into()]).problems[0].contains("is gone"));
     }
 
     #[test]

@@ -163,6 +163,7 @@ fn outcome_json(ok: bool, outcome: &Outcome, problems: &[String], journal: &Path
         "rolled_back": outcome.rolled_back,
         "aborted": outcome.aborted,
         "problems": problems,
+        "warnings": outcome.warnings,
         "journal": journal,
     })
 }

@@ -156,6 +156,26 @@ pub struct HealthSection {
     pub crash_window_restarts: u64,
     #[serde(default = "default_crash_window_s")]
     pub crash_window_s: u64,
+    /// apply's health gate: after `min_uptime`, a process must not crash for this long.
+    #[serde(default = "default_settle_ms")]
+    pub settle_ms: u64,
+    /// Per-app overrides (`[health.apps.NAME] settle_ms = ...`).
+    #[serde(default)]
+    pub apps: BTreeMap<String, AppHealth>,
+}
+
+/// `[health.apps.NAME]`: an app's own gate settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppHealth {
+    pub settle_ms: Option<u64>,
+}
+
+impl HealthSection {
+    /// The settle window of `app`: its own, else the project's.
+    pub fn settle_ms_for(&self, app: &str) -> u64 {
+        self.apps.get(app).and_then(|a| a.settle_ms).unwrap_or(self.settle_ms)
+    }
 }
 
 impl Default for HealthSection {
@@ -164,6 +184,8 @@ impl Default for HealthSection {
             crash_restarts: default_crash_restarts(),
             crash_window_restarts: default_crash_window_restarts(),
             crash_window_s: default_crash_window_s(),
+            settle_ms: default_settle_ms(),
+            apps: BTreeMap::new(),
         }
     }
 }
@@ -257,6 +279,15 @@ fn default_crash_window_restarts() -> u64 {
 }
 fn default_crash_window_s() -> u64 {
     300
+}
+/// 5 s: incident 003's gateway crashed *after* its warm-up, when it bound its port;
+/// crashes of that kind (a bind, a first connection to a database or an upstream,
+/// whose client timeouts are typically a few seconds) come in the first seconds after
+/// start-up. 5 s also covers the incident's `restart_delay` of 2000 ms twice over, so a
+/// crash is seen restarting, and costs one 5 s wait per apply (processes are gated
+/// together), not one per app.
+fn default_settle_ms() -> u64 {
+    5_000
 }
 fn default_secret_patterns() -> Vec<String> {
     ["*TOKEN*", "*SECRET*", "*PASSWORD*", "*KEY*", "*CREDENTIAL*"].map(String::from).to_vec()

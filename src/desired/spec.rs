@@ -154,10 +154,13 @@ impl DesiredApp {
             Some(n) if n < 0 => host.cpus.saturating_sub(n.unsigned_abs()).max(1),
             Some(n) => n.unsigned_abs(),
         };
+        // `null` is kept, as PM2 keeps it: the daemon stores `N: null` in the app's env
+        // and the process sees `N=null` (Node writes `${value}`). Dropping it here made
+        // every apply see an env var to remove, and replace the app, forever.
         let mut env: BTreeMap<String, String> = fields
             .get("env")
             .and_then(Value::as_object)
-            .map(|m| m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), env_value(v))).collect())
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), env_value(v))).collect())
             .unwrap_or_default();
         if interpreter.as_deref().is_some_and(|i| i.contains("python")) {
             env.entry("PYTHONUNBUFFERED".into()).or_insert_with(|| "1".into());

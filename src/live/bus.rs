@@ -79,7 +79,9 @@ pub enum BusEvent {
     Process(ProcessEvent),
     /// `pm2:kill`: the daemon is shutting down.
     Killed { message: Option<String> },
-    /// Any other topic (logs, `process:msg`, ...), with its name only.
+    /// `process:msg` of `ready`: a `wait_ready` app signalled ready (`process.send('ready')`).
+    Ready { pm_id: Option<u64>, name: Option<String>, at_ms: Option<i64> },
+    /// Any other topic (logs, other `process:msg`, ...), with its name only.
     Other { name: String },
 }
 
@@ -97,6 +99,14 @@ impl BusEvent {
         };
         Some(match topic {
             "process:event" => BusEvent::Process(process_event(&data)),
+            "process:msg" if data.get("raw").and_then(Value::as_str) == Some("ready") => {
+                let proc = data.get("process").unwrap_or(&Value::Null);
+                BusEvent::Ready {
+                    pm_id: proc.get("pm_id").and_then(as_u64),
+                    name: proc.get("name").and_then(Value::as_str).map(str::to_string),
+                    at_ms: data.get("at").and_then(Value::as_i64),
+                }
+            }
             "pm2:kill" => BusEvent::Killed { message: data.get("msg").and_then(Value::as_str).map(str::to_string) },
             other => BusEvent::Other { name: other.to_string() },
         })
@@ -197,6 +207,11 @@ mod tests {
             Some(BusEvent::Other { name: "log:out".into() })
         );
         assert_eq!(BusEvent::from_frame(&[Arg::Blob(vec![1])]), None);
+        let ready = json!({"at": 1700, "raw": "ready", "process": {"pm_id": 4, "name": "api", "namespace": "web"}});
+        assert_eq!(
+            BusEvent::from_frame(&[Arg::Str("process:msg".into()), Arg::Json(ready)]),
+            Some(BusEvent::Ready { pm_id: Some(4), name: Some("api".into()), at_ms: Some(1700) })
+        );
         assert_eq!(BusEvent::from_frame(&[]), None);
         let Some(BusEvent::Process(ev)) = BusEvent::from_frame(&[Arg::Str("process:event".into())]) else { panic!() };
         assert_eq!(ev.kind, ProcessEventKind::Other(String::new()));

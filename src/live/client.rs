@@ -38,6 +38,9 @@ pub struct OwnedProcess {
     pid: Option<u32>,
     /// Its `kill_timeout` (ms): how long PM2 waits before SIGKILL.
     kill_timeout_ms: u64,
+    restarts: u64,
+    created_at_ms: Option<i64>,
+    error_file: Option<std::path::PathBuf>,
     /// Worst-case wait for a stop: `kill_timeout` twice (SIGINT, then SIGKILL) and any
     /// `listen_timeout` a restart may wait (pm2-internals.md §8).
     budget: Duration,
@@ -59,6 +62,22 @@ impl OwnedProcess {
     }
     pub fn exec_mode(&self) -> ExecMode {
         self.exec_mode
+    }
+    /// The OS pid at confirmation time.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+    /// `restart_time` at confirmation time.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+    /// `created_at` at confirmation time (a restart asked for moves it).
+    pub fn created_at_ms(&self) -> Option<i64> {
+        self.created_at_ms
+    }
+    /// Its error log (`pm_err_log_path`).
+    pub fn error_file(&self) -> Option<&std::path::Path> {
+        self.error_file.as_deref()
     }
 }
 
@@ -302,6 +321,9 @@ impl Pm2Client {
             exec_mode: p.exec_mode,
             pid: p.pid,
             kill_timeout_ms: kill,
+            restarts: p.restarts,
+            created_at_ms: p.created_at_ms,
+            error_file: p.error_file.clone(),
             budget,
         })
     }

@@ -9,6 +9,8 @@ use crate::render::style;
 /// One progress line for an executor event.
 pub fn progress(event: &Event) -> String {
     match event {
+        // Journaled only: the call's own line follows.
+        Event::Intent(_) => String::new(),
         Event::Action(a) => {
             let target = match (a.pm_id, a.new_pm_ids.as_slice()) {
                 (Some(id), []) => format!("pm_id {id}"),
@@ -16,7 +18,8 @@ pub fn progress(event: &Event) -> String {
                 (None, new) => format!("→ pm_id {}", ids(new)),
             };
             let (mark, s) = if a.error.is_some() { ("✗", style::ERROR) } else { ("•", style::GUTTER) };
-            let mut line = format!("  {s}{mark}{s:#} {:<9} {} ({}) [{target}] {} ms", a.call, a.app, a.action.as_str(), a.duration_ms);
+            let why = if a.action == Action::Noop { "health gate" } else { a.action.as_str() };
+            let mut line = format!("  {s}{mark}{s:#} {:<9} {} ({why}) [{target}] {} ms", a.call, a.app, a.duration_ms);
             if let Some(error) = &a.error {
                 let _ = write!(line, ": {error}");
             }
@@ -25,17 +28,22 @@ pub fn progress(event: &Event) -> String {
         }
         Event::Healthy { app, pm_id, online_ms } => {
             let s = style::GUTTER;
-            format!("  {s}✓{s:#} healthy   {app} [pm_id {pm_id}] online for {online_ms} ms without a restart\n")
+            format!("  {s}✓{s:#} healthy   {app} [pm_id {pm_id}] online for {online_ms} ms (min_uptime, then the settle window) without a crash\n")
         }
         Event::Unhealthy(f) => {
             let e = style::ERROR;
             let stopped = if f.stopped { "stopped it" } else { "COULD NOT STOP IT" };
             let mut text = format!("  {e}✗ unhealthy{e:#} {} [pm_id {}] {} ({} restarts); {stopped}\n", f.app, f.pm_id, f.what, f.restarts);
             if !f.log_tail.is_empty() {
-                let _ = writeln!(text, "      last lines of its error log:");
+                let _ = writeln!(text, "      its error log since this start:");
                 for line in &f.log_tail {
                     let _ = writeln!(text, "      | {line}");
                 }
+            } else if f.error_log.is_some() {
+                let _ = writeln!(text, "      (nothing written to its error log since this start)");
+            }
+            if let Some(path) = &f.error_log {
+                let _ = writeln!(text, "      error log: {} (more: `pm2 logs {} --err`)", path.display(), f.app);
             }
             text
         }
@@ -65,6 +73,9 @@ pub fn summary(outcome: &Outcome, problems: &[String], elapsed_ms: u128) -> Stri
         calls(Action::Scale),
         calls(Action::Delete)
     );
+    for w in &outcome.warnings {
+        let _ = writeln!(out, "{}warning:{:#} {w}", style::WARNING, style::WARNING);
+    }
     if outcome.succeeded() && problems.is_empty() {
         let s = style::BOLD;
         let _ = writeln!(out, "\n{s}Apply complete:{s:#} {done}; {} process(es) healthy; in {elapsed_ms} ms.", outcome.healthy);
@@ -76,7 +87,7 @@ pub fn summary(outcome: &Outcome, problems: &[String], elapsed_ms: u128) -> Stri
         let _ = writeln!(out, "  stopped early: {why}");
     }
     for f in &outcome.failures {
-        let _ = writeln!(out, "  `{}` (pm_id {}) {}; it was {}", f.app, f.pm_id, f.what, if f.stopped { "stopped so it cannot crash-loop" } else { "NOT stopped" });
+        let _ = writeln!(out, "  `{}` (pm_id {}) {}; it was {}", f.app, f.pm_id, f.what, if f.stopped { "stopped so it cannot crash-loop (its error log is kept)" } else { "NOT stopped" });
     }
     if !outcome.rolled_back.is_empty() {
         let _ = writeln!(out, "  rolled back to their previous spec: {}", outcome.rolled_back.join(", "));

@@ -102,6 +102,21 @@ fn describe(report: &Report) -> (anstyle::Style, String, Vec<String>) {
         Report::HealGivenUp { app, reason } => {
             (bad, format!("{app}: {reason}; no more heals until its spec changes or its drift clears"), Vec::new())
         }
+        Report::CrashLoopStopped { app, pm_ids, stopped, detail, log_tail, error_log, .. } => {
+            let what = if *stopped { "stopped it" } else { "COULD NOT STOP IT" };
+            let ids: Vec<String> = pm_ids.iter().map(ToString::to_string).collect();
+            let mut text = format!(
+                "{app} (pm_id {}) {detail}; {what} (its error log is kept); not started again until its desired state or its code changes",
+                ids.join(", ")
+            );
+            if let Some(path) = error_log {
+                let _ = write!(text, "; error log {} (`pm2 logs {app} --err`)", path.display());
+            }
+            (bad, text, log_tail.iter().map(|l| format!("| {l}")).collect())
+        }
+        Report::ForeignCrashLoop { app, namespace, detail, .. } => {
+            (bad, format!("{app} ({namespace}, not owned: only reported): {detail}"), Vec::new())
+        }
         Report::Git { remote, branch, commit, previous } => {
             let from = previous.as_deref().map_or_else(|| "first checkout".to_string(), |p| format!("was {}", short(p)));
             (plain, format!("{remote} {branch} is at {} ({from})", short(commit)), Vec::new())

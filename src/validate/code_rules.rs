@@ -90,13 +90,32 @@ pub fn check(files: &[FileApps<'_>], ctx: Context<'_>, out: &mut Vec<Diagnostic>
     }
 }
 
-/// Why a name is read as a selector by PM2's CLI, if it is.
+/// The longest app name whose log file name fits a file system's 255 bytes:
+/// PM2 writes `<name>-error-<pm_id>.log` (7 + up to 6 digits + 4 bytes around the name).
+pub const MAX_NAME_BYTES: usize = 255 - "-error-".len() - 6 - ".log".len();
+
+/// Why PM2 would misread, rename or mangle a name, if it would.
 fn reserved(name: &str, namespaces: &BTreeSet<String>) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty: PM2 names the app after its script instead, so apply could not find what it started".into());
+    }
     if name == "all" {
         return Some("is `all`, which PM2's CLI reads as every process".into());
     }
-    if !name.is_empty() && name.chars().all(|c| c.is_ascii_digit()) {
-        return Some("is a number, which PM2's CLI may read as a process id".into());
+    if js_number(name) {
+        return Some("reads as a number (JavaScript's `isNaN` is false for it), so PM2's CLI takes it for a process id".into());
+    }
+    if name.chars().any(char::is_control) {
+        return Some("contains a control character (a newline, a tab...), which breaks PM2's output and log lines".into());
+    }
+    if name.contains(['/', '\\']) {
+        return Some("contains a path separator; PM2 builds its log and pid file paths from the name".into());
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Some(format!(
+            "is {} bytes long; PM2's log file `<name>-error-<pm_id>.log` must fit in 255 bytes, so at most {MAX_NAME_BYTES}",
+            name.len()
+        ));
     }
     if name.len() > 1 && name.starts_with('/') && name.ends_with('/') {
         return Some("is a /regex/, which PM2's CLI matches against every name".into());
@@ -105,6 +124,28 @@ fn reserved(name: &str, namespaces: &BTreeSet<String>) -> Option<String> {
         return Some("is also a namespace, so `pm2 stop` by that word is ambiguous".into());
     }
     None
+}
+
+/// Whether JavaScript's `Number(name)` is a number (PM2's CLI tests `isNaN(name)`):
+/// blank, decimal with an optional sign and exponent, `Infinity`, or `0x`/`0o`/`0b`.
+fn js_number(name: &str) -> bool {
+    let t = name.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    if t.is_empty() {
+        return true;
+    }
+    let radix = |prefix: [&str; 2], radix: u32| {
+        prefix.iter().find_map(|p| t.strip_prefix(p)).is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_digit(radix)))
+    };
+    if radix(["0x", "0X"], 16) || radix(["0o", "0O"], 8) || radix(["0b", "0B"], 2) {
+        return true;
+    }
+    let unsigned = t.strip_prefix(['+', '-']).unwrap_or(t);
+    if unsigned == "Infinity" {
+        return true;
+    }
+    unsigned.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+        && unsigned.chars().any(|c| c.is_ascii_digit())
+        && unsigned.parse::<f64>().is_ok()
 }
 
 /// Ports an app claims: `PORT` in its merged env, `port`, and `--port N`, `--port=N`, `-p N` in args.
@@ -140,4 +181,21 @@ pub fn claimed_ports(app: &AppView) -> Vec<(u64, String)> {
     }
     found.dedup_by_key(|(port, _)| *port);
     found
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn names_the_cli_reads_as_numbers_or_pm2_would_mangle_are_reserved() {
+        let ns = BTreeSet::new();
+        for bad in ["", "1e3", "0x1", " 0", "-5", "1.5", "Infinity", "0b11", "a\nb", "a/b", "a\\b", "all", "42"] {
+            assert!(reserved(bad, &ns).is_some(), "{bad:?}");
+        }
+        assert!(reserved(&"x".repeat(MAX_NAME_BYTES + 1), &ns).is_some());
+        for good in ["web", "api-2", "e1", "0xg", "1.2.3", "v8", &"x".repeat(MAX_NAME_BYTES)] {
+            assert!(reserved(good, &ns).is_none(), "{good:?}");
+        }
+    }
 }

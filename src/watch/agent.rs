@@ -15,7 +15,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::drift::{self, CrashWindow, DriftKey, DriftKind, DriftSet, RestartWindows};
+use super::drift::{self, DriftKey, DriftKind, DriftSet};
+use crate::live::health::{CrashCounter, CrashRule};
 use super::files::{FileWatch, Targets};
 use super::gitops::{self, GitSource};
 use super::heal::{Gate, HealLimiter, HealPolicy};
@@ -109,10 +110,17 @@ pub struct Agent<L: Loader> {
     files: Option<FileWatch>,
     drifts: DriftSet,
     since: BTreeMap<DriftKey, (Instant, i64)>,
-    windows: RestartWindows,
+    windows: CrashCounter,
     limiter: Option<HealLimiter>,
     /// Given-up apps without drift, since when.
     calm: BTreeMap<String, Instant>,
+    /// Crash loops `--heal` broke: app → what it was then (not started again until
+    /// its desired spec or its code changes).
+    broken: BTreeMap<String, Fingerprint>,
+    /// Crash loops found by the last read, for `--heal` to break.
+    break_due: Vec<drift::Drift>,
+    /// Foreign apps crash-looping at the last read (reported when they start).
+    foreign_loops: BTreeSet<(String, String)>,
     heal: Option<HealFuture>,
     deferred_told: bool,
     metrics: Option<Arc<Metrics>>,
@@ -164,9 +172,12 @@ impl<L: Loader> Agent<L> {
             files,
             drifts: DriftSet::new(),
             since: BTreeMap::new(),
-            windows: RestartWindows::default(),
+            windows: CrashCounter::default(),
             limiter,
             calm: BTreeMap::new(),
+            broken: BTreeMap::new(),
+            break_due: Vec::new(),
+            foreign_loops: BTreeSet::new(),
             heal: None,
             deferred_told: false,
             metrics: metrics.as_ref().map(|(m, _)| Arc::clone(m)),
@@ -269,7 +280,7 @@ impl<L: Loader> Agent<L> {
                 self.bus = None;
                 self.daemon_failed("the PM2 daemon announced it is shutting down (pm2:kill)".into())
             }
-            Ok(Some(BusEvent::Other { .. })) => Ok(()),
+            Ok(Some(BusEvent::Other { .. } | BusEvent::Ready { .. })) => Ok(()),
             Ok(None) | Err(_) => {
                 // The daemon closed the bus: it died or was killed. The read says which.
                 self.client = None;
@@ -411,7 +422,11 @@ impl<L: Loader> Agent<L> {
             Some(raw) => self.compare_dump(&raw)?,
             None => Vec::new(),
         };
-        self.assess(&live, &unsaved)
+        self.assess(&live, &unsaved)?;
+        if !self.break_due.is_empty() {
+            self.break_loops().await?;
+        }
+        Ok(())
     }
 
     /// The owned apps that differ from PM2's dump (the dump is re-read only when its
@@ -429,6 +444,91 @@ impl<L: Loader> Agent<L> {
             self.dump_error.clone_from(&check.error);
         }
         Ok(check.unsaved)
+    }
+
+    /// `--heal`'s crash-loop breaker: stops every process of each owned app found
+    /// crash-looping (each confirmed owned, under the apply lock, journaled), reports
+    /// it with the last lines of its error log, and keeps it out of heals until its
+    /// desired spec or its code changes. Foreign apps never get here (drift is of
+    /// owned apps only).
+    async fn break_loops(&mut self) -> std::io::Result<()> {
+        let due = std::mem::take(&mut self.break_due);
+        let lock = match ApplyLock::acquire(&self.home.dir, &Holder::current()) {
+            Ok(lock) => lock,
+            Err(e) => {
+                // Someone is applying: try again at the next read (the loop goes on being seen).
+                tracing::debug!(error = %e, "crash-loop breaker deferred");
+                self.next_read = self.next_read.min(Instant::now() + Duration::from_secs(1));
+                return Ok(());
+            }
+        };
+        let owned = self.owned().to_vec();
+        let mut journal = crate::apply::Journal::open(&pipeline::journal_path(&self.project)).ok();
+        let mut seq = 0u64;
+        for drift in due {
+            let Some(client) = self.client.as_mut() else { break };
+            let mut stopped = true;
+            let mut error_log = None;
+            for &pm_id in &drift.pm_ids {
+                let confirmed = match client.confirm_owned(pm_id, &drift.app, &owned).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::debug!(pm_id, error = %e, "breaker: not confirmed");
+                        stopped = false;
+                        continue;
+                    }
+                };
+                error_log = error_log.or_else(|| confirmed.error_file().map(Path::to_path_buf));
+                if matches!(confirmed.status(), crate::live::ProcessStatus::Stopped) && confirmed.pid().is_none() {
+                    continue;
+                }
+                seq += 1;
+                let intent = serde_json::json!({"seq": seq, "app": drift.app, "namespace": drift.namespace, "call": "stop", "pm_id": pm_id,
+                    "pid": confirmed.pid(), "restarts": confirmed.restarts(), "created_at_ms": confirmed.created_at_ms(), "by": "crash_loop_breaker"});
+                if let Some(j) = journal.as_mut()
+                    && j.record("intent", intent.clone()).is_err()
+                {
+                    // Never act unrecorded.
+                    stopped = false;
+                    continue;
+                }
+                let result = client.stop(&confirmed).await;
+                let outcome = match &result {
+                    Ok(()) => "ok",
+                    Err(e) if crate::apply::execute::outcome_unknown(e) => "unknown",
+                    Err(_) => "failed",
+                };
+                stopped &= result.is_ok();
+                if let Some(j) = journal.as_mut() {
+                    let mut record = intent;
+                    record["outcome"] = outcome.into();
+                    record["error"] = result.err().map(|e| e.to_string()).into();
+                    let _ = j.record("action", record);
+                }
+            }
+            let log_tail = error_log.as_deref().map(|f| crate::apply::execute::tail_since(f, 0, 10)).unwrap_or_default();
+            // Not desired (started by hand): kept until it is desired.
+            let fingerprint = self.fingerprint(&drift.app).unwrap_or_default();
+            self.broken.insert(drift.app.clone(), fingerprint);
+            self.emit(&Report::CrashLoopStopped {
+                app: drift.app.clone(),
+                namespace: drift.namespace.clone(),
+                pm_ids: drift.pm_ids.clone(),
+                stopped,
+                detail: drift.detail.clone(),
+                log_tail,
+                error_log,
+                journal: journal.as_ref().map(|j| j.path().to_path_buf()),
+            })?;
+        }
+        drop(lock);
+        Ok(())
+    }
+
+    /// What a broken app's release depends on: its desired spec hash and its script.
+    fn fingerprint(&self, app: &str) -> Option<Fingerprint> {
+        let desired = self.desired.as_ref()?.iter().find(|d| d.name == app)?;
+        Some(Fingerprint { spec: desired.hash.clone(), code: code_mark(&desired.script) })
     }
 
     /// The daemon did not answer: report it once, retry with backoff.
@@ -454,10 +554,7 @@ impl<L: Loader> Agent<L> {
     fn assess(&mut self, live: &LiveState, unsaved: &[dump::Unsaved]) -> std::io::Result<()> {
         let settings = self.project.settings.clone();
         let owned = &settings.project.namespaces;
-        let crash = CrashWindow {
-            restarts: settings.health.crash_window_restarts,
-            window_ms: i64::try_from(settings.health.crash_window_s.saturating_mul(1000)).unwrap_or(i64::MAX),
-        };
+        let crash = CrashRule::from_settings(&settings.health);
         self.windows.observe(live, crash.window_ms);
         let plan = match &self.desired {
             Some(desired) => {
@@ -500,6 +597,30 @@ impl<L: Loader> Agent<L> {
             self.emit(&Report::Drift(drift))?;
         }
         self.drifts = fresh;
+        let foreign = drift::foreign_loops(live, owned, &self.windows, crash);
+        for ((namespace, app), (pm_ids, detail)) in &foreign {
+            if !self.foreign_loops.contains(&(namespace.clone(), app.clone())) {
+                self.emit(&Report::ForeignCrashLoop { app: app.clone(), namespace: namespace.clone(), pm_ids: pm_ids.clone(), detail: detail.clone() })?;
+            }
+        }
+        self.foreign_loops = foreign.into_keys().collect();
+        if self.limiter.is_some() {
+            // Broken loops stay stopped until their spec or code changes.
+            let released: Vec<String> =
+                self.broken.iter().filter(|(app, fp)| self.fingerprint(app).is_some_and(|now| now != **fp)).map(|(a, _)| a.clone()).collect();
+            for app in released {
+                self.broken.remove(&app);
+                if let Some(limiter) = self.limiter.as_mut() {
+                    limiter.forget(&app);
+                }
+            }
+            // A loop is broken when it is found, and again if someone starts it again
+            // and it loops again: every crash-looping app with a process not stopped.
+            let running = |d: &drift::Drift| {
+                d.pm_ids.iter().any(|id| live.get(*id).is_some_and(|p| !(p.status == crate::live::ProcessStatus::Stopped && p.pid.is_none())))
+            };
+            self.break_due = self.drifts.values().filter(|d| d.reason == DriftKind::CrashLoop && running(d)).cloned().collect();
+        }
         if let Some(limiter) = self.limiter.as_mut() {
             // A given-up app is tried again once its drift has stayed clear for a while
             // (an operator fixed it), not after one calm read: a crashing app passes
@@ -554,8 +675,11 @@ impl<L: Loader> Agent<L> {
         let now = Instant::now();
         let changing: BTreeSet<&str> = plan.changes.iter().filter(|c| c.action != Action::Noop).map(|c| c.name.as_str()).collect();
         let mut candidates: BTreeMap<String, Instant> = BTreeMap::new();
+        // Loops about to be broken (found running by this read).
+        let looping: BTreeSet<&str> = self.break_due.iter().map(|d| d.app.as_str()).collect();
         for (key, drift) in &self.drifts {
-            if drift.reason == DriftKind::CrashLoop || !changing.contains(drift.app.as_str()) {
+            // A loop is broken, not healed; a broken loop waits for a new spec or code.
+            if looping.contains(drift.app.as_str()) || self.broken.contains_key(&drift.app) || !changing.contains(drift.app.as_str()) {
                 continue;
             }
             let since = self.since.get(key).map_or(now, |s| s.0);
@@ -761,6 +885,19 @@ impl<L: Loader> Agent<L> {
         self.git_error_told = true;
         self.emit(&Report::GitError { error: format!("{error}; retrying every {} s", self.config.git.as_ref().map_or(0, |g| g.1.as_secs())) })
     }
+}
+
+/// A broken crash loop's desired spec hash and code mark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Fingerprint {
+    spec: String,
+    code: Option<(std::time::SystemTime, u64)>,
+}
+
+/// The script's modification time and size: a deploy of new code changes them.
+fn code_mark(script: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(script).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 enum Wake {

@@ -3,10 +3,11 @@
 //! started and what cleared, so a drift is told once when it begins and once when it
 //! ends, not on every read. Pure: plans, live lists and timestamps in, sets out.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::live::health::{CrashCounter, CrashRule};
 use crate::live::{LiveState, ProcessStatus};
 use crate::plan::model::Reason;
 use crate::plan::{Action, AttributeChange, Plan};
@@ -26,8 +27,8 @@ pub enum DriftKind {
     Stopped,
     /// An owned process is errored (PM2 gave up restarting it).
     Errored,
-    /// An owned process restarted more than `[health] crash_window_restarts` times
-    /// within `crash_window_s`.
+    /// An owned process crashed (restarts no call asked for) more than `[health]
+    /// crash_window_restarts` times within `crash_window_s` ([`CrashRule`]).
     CrashLoop,
     /// An owned app differs from PM2's dump: a reboot (`pm2 resurrect`) would not
     /// bring it back as it runs now (`[pm2] save`).
@@ -88,14 +89,6 @@ impl Drift {
     }
 }
 
-/// Crash-loop thresholds (`[health]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CrashWindow {
-    /// More restarts than this within `window_ms` is a crash loop.
-    pub restarts: u64,
-    pub window_ms: i64,
-}
-
 /// Drift found by comparing with the desired state: one entry per changed app.
 /// A `NotRunning` change is left to [`from_live`] (stopped or errored say more).
 pub fn from_plan(plan: &Plan) -> Vec<Drift> {
@@ -147,8 +140,8 @@ pub fn from_plan(plan: &Plan) -> Vec<Drift> {
 }
 
 /// Drift seen in the live list alone: owned processes stopped, errored, or
-/// crash-looping (by the restart counts `windows` observed).
-pub fn from_live(live: &LiveState, owned: &[String], windows: &RestartWindows, crash: CrashWindow) -> Vec<Drift> {
+/// crash-looping (by the crashes `crashes` counted over the reads).
+pub fn from_live(live: &LiveState, owned: &[String], crashes: &CrashCounter, crash: CrashRule) -> Vec<Drift> {
     #[derive(Default)]
     struct Group {
         stopped: Vec<u64>,
@@ -165,7 +158,7 @@ pub fn from_live(live: &LiveState, owned: &[String], windows: &RestartWindows, c
             ProcessStatus::Errored => g.errored.push(p.pm_id),
             _ => {}
         }
-        g.recent_restarts += windows.recent(p.pm_id, live.read_at_ms, crash.window_ms);
+        g.recent_restarts += crashes.recent(p.pm_id, live.read_at_ms, crash.window_ms);
     }
     let mut out = Vec::new();
     for ((namespace, name), g) in groups {
@@ -189,12 +182,12 @@ pub fn from_live(live: &LiveState, owned: &[String], windows: &RestartWindows, c
             );
             out.push(drift(DriftKind::Errored, detail, g.errored));
         }
-        if g.recent_restarts > crash.restarts {
+        if g.recent_restarts > crash.max_crashes {
             let detail = format!(
-                "restarted {} times within {} s (more than {}): it is crash-looping; check its error log",
+                "crashed {} times within {} s (more than {}): it is crash-looping; check its error log",
                 g.recent_restarts,
                 crash.window_ms / 1000,
-                crash.restarts
+                crash.max_crashes
             );
             out.push(drift(DriftKind::CrashLoop, detail, g.all));
         }
@@ -219,6 +212,25 @@ pub fn from_dump(unsaved: &[crate::apply::dump::Unsaved]) -> Vec<Drift> {
         .collect()
 }
 
+/// Crash loops of apps outside the owned namespaces, by (namespace, app): the same
+/// rule as [`DriftKind::CrashLoop`], for reports only.
+pub fn foreign_loops(live: &LiveState, owned: &[String], crashes: &CrashCounter, crash: CrashRule) -> BTreeMap<(String, String), (Vec<u64>, String)> {
+    let mut groups: BTreeMap<(String, String), (Vec<u64>, u64)> = BTreeMap::new();
+    for p in live.processes.iter().filter(|p| !owned.contains(&p.namespace)) {
+        let g = groups.entry((p.namespace.clone(), p.name.clone())).or_default();
+        g.0.push(p.pm_id);
+        g.1 += crashes.recent(p.pm_id, live.read_at_ms, crash.window_ms);
+    }
+    groups
+        .into_iter()
+        .filter(|(_, (_, n))| *n > crash.max_crashes)
+        .map(|(k, (ids, n))| {
+            let detail = format!("crashed {n} times within {} s (more than {}): it is crash-looping", crash.window_ms / 1000, crash.max_crashes);
+            (k, (ids, detail))
+        })
+        .collect()
+}
+
 /// What started and what cleared between two sets.
 #[derive(Debug, Default, PartialEq)]
 pub struct Transitions {
@@ -235,45 +247,6 @@ pub fn transitions(old: &DriftSet, new: &DriftSet) -> Transitions {
     }
 }
 
-/// Restart counts over time, per process: each read's `restart_time` against the
-/// last one seen gives the restarts in between, kept with the time they were seen.
-#[derive(Debug, Default)]
-pub struct RestartWindows {
-    tracks: BTreeMap<u64, Track>,
-}
-
-#[derive(Debug)]
-struct Track {
-    name: String,
-    last: u64,
-    /// (ms since the epoch, restarts seen then).
-    seen: VecDeque<(i64, u64)>,
-}
-
-impl RestartWindows {
-    /// Takes in one read. Processes gone from the list are forgotten; a process whose
-    /// `pm_id` now has another name starts afresh (PM2 reuses ids).
-    pub fn observe(&mut self, live: &LiveState, keep_ms: i64) {
-        let now = live.read_at_ms;
-        self.tracks.retain(|id, t| live.get(*id).is_some_and(|p| p.name == t.name));
-        for p in &live.processes {
-            let track = self.tracks.entry(p.pm_id).or_insert_with(|| Track { name: p.name.clone(), last: p.restarts, seen: VecDeque::new() });
-            if p.restarts > track.last {
-                track.seen.push_back((now, p.restarts - track.last));
-            }
-            track.last = p.restarts;
-            while track.seen.front().is_some_and(|(at, _)| now - at > keep_ms) {
-                track.seen.pop_front();
-            }
-        }
-    }
-
-    /// Restarts of `pm_id` seen within `window_ms` before `now`.
-    pub fn recent(&self, pm_id: u64, now: i64, window_ms: i64) -> u64 {
-        self.tracks.get(&pm_id).map_or(0, |t| t.seen.iter().filter(|(at, _)| now - at <= window_ms).map(|(_, n)| n).sum())
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -284,7 +257,7 @@ mod tests {
     use crate::redact::Redactor;
     use crate::testing::{desired, foreign, live, live_of};
 
-    const CRASH: CrashWindow = CrashWindow { restarts: 3, window_ms: 60_000 };
+    const CRASH: CrashRule = CrashRule { max_crashes: 3, window_ms: 60_000 };
 
     fn owned() -> Vec<String> {
         vec!["mine".into()]
@@ -315,7 +288,7 @@ mod tests {
         assert_eq!(web.attributes[0].path, "args");
         assert!(web.detail.contains("args") && web.detail.contains("in place"), "{}", web.detail);
         // The stopped api is a plan change (restart) but is reported from the live list.
-        let live_drift = from_live(&state, &owned(), &RestartWindows::default(), CRASH);
+        let live_drift = from_live(&state, &owned(), &CrashCounter::default(), CRASH);
         assert_eq!(live_drift.len(), 1);
         assert_eq!((live_drift[0].app.as_str(), live_drift[0].reason), ("api", DriftKind::Stopped));
     }
@@ -324,15 +297,15 @@ mod tests {
     fn foreign_processes_never_drift() {
         let mut state = live(vec![foreign("stock", "theirs", 0)]);
         state.processes[0].status = ProcessStatus::Errored;
-        assert!(from_live(&state, &owned(), &RestartWindows::default(), CRASH).is_empty());
+        assert!(from_live(&state, &owned(), &CrashCounter::default(), CRASH).is_empty());
     }
 
     #[test]
     fn a_crash_loop_is_restarts_within_the_window_and_clears_after_it() {
         let mut p = foreign("loopy", "mine", 7);
         p.namespace = "mine".into();
-        let mut windows = RestartWindows::default();
-        let mut read = |restarts: u64, at: i64, windows: &mut RestartWindows| {
+        let mut windows = CrashCounter::default();
+        let mut read = |restarts: u64, at: i64, windows: &mut CrashCounter| {
             p.restarts = restarts;
             let mut state = live(vec![p.clone()]);
             state.read_at_ms = at;
@@ -345,7 +318,7 @@ mod tests {
         let looping = read(504, 2_000, &mut windows);
         assert_eq!(looping.len(), 1);
         assert_eq!(looping[0].reason, DriftKind::CrashLoop);
-        assert!(looping[0].detail.contains("restarted 4 times within 60 s"), "{}", looping[0].detail);
+        assert!(looping[0].detail.contains("crashed 4 times within 60 s"), "{}", looping[0].detail);
         assert_eq!(read(504, 30_000, &mut windows).len(), 1, "still within the window");
         assert!(read(504, 62_000, &mut windows).is_empty(), "the window passed without restarts");
     }

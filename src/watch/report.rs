@@ -101,6 +101,25 @@ pub enum Report {
     HealDeferred { apps: Vec<String>, reason: String },
     /// An app is given up on: no more heals until its spec changes or its drift clears.
     HealGivenUp { app: String, reason: String },
+    /// `--heal` broke a crash loop: the owned app's processes were stopped (their
+    /// error log is kept) and it is not started again until its desired state or its
+    /// code changes.
+    CrashLoopStopped {
+        app: String,
+        namespace: String,
+        pm_ids: Vec<u64>,
+        /// Whether every process was stopped.
+        stopped: bool,
+        /// The crash-loop finding (crashes within the window).
+        detail: String,
+        /// The last lines of its error log.
+        log_tail: Vec<String>,
+        error_log: Option<PathBuf>,
+        journal: Option<PathBuf>,
+    },
+    /// An app outside the owned namespaces crash-loops (the same rule as `crash_loop`).
+    /// Only reported, never acted on; told once when it starts.
+    ForeignCrashLoop { app: String, namespace: String, pm_ids: Vec<u64>, detail: String },
     /// The followed branch moved; the clone is at `commit` now.
     Git { remote: String, branch: String, commit: String, previous: Option<String> },
     /// Fetching the branch failed; retried at the next interval.
@@ -128,6 +147,8 @@ impl Report {
             Self::HealFailed { .. } => "heal_failed",
             Self::HealDeferred { .. } => "heal_deferred",
             Self::HealGivenUp { .. } => "heal_given_up",
+            Self::CrashLoopStopped { .. } => "crash_loop_stopped",
+            Self::ForeignCrashLoop { .. } => "foreign_crash_loop",
             Self::Git { .. } => "git",
             Self::GitError { .. } => "git_error",
             Self::Error { .. } => "error",

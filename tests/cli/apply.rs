@@ -389,16 +389,32 @@ fn without_a_terminal_or_auto_approve_apply_refuses() {
 }
 
 #[test]
-fn verification_reports_a_bystander_that_changed_during_the_apply() {
+fn verification_warns_of_a_foreign_crash_loop_and_fails_on_a_bystander_a_call_restarted() {
     let w = World::new("");
-    // A foreign app that exits every 300 ms: its restart count moves on its own.
+    // A foreign app that exits every 300 ms: its restart count moves on its own. The
+    // apply touched nothing of it: a warning with its figures, not a failed apply.
     w.home.pm2_ok(&["start", "/bin/sleep", "--name", "flappy", "--namespace", "stock", "--interpreter", "none", "--", "0.3"]);
     w.write(&[sleep_app("web", json!({}))]);
     let out = w.apply(&[]);
-    expect(&out, 1);
-    assert!(out.1.contains("outside the owned namespaces changed") && out.1.contains("`flappy`"), "{}\n{}", out.1, out.2);
+    expect(&out, 0);
+    assert!(out.1.contains("warning") && out.1.contains("`flappy`") && out.1.contains("by itself") && out.1.contains("restarts"), "{}\n{}", out.1, out.2);
     assert!(!out.1.contains("`stock-alert`"), "only the process that really changed is named:\n{}", out.1);
     assert!(w.ours().iter().any(|p| p.0 == "web"), "web was applied");
+    // A restart someone asked for during an apply (`created_at` moves) is a problem.
+    w.home.pm2_ok(&["delete", "flappy"]);
+    w.write(&[sleep_app("web", json!({"args": "3601"}))]);
+    let mut apply = w.home.reconcile().args(["apply", "--auto-approve"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("apply");
+    let start = Instant::now();
+    while !std::fs::read_to_string(w.project.join(".reconcile/journal.jsonl")).unwrap_or_default().lines().last().is_some_and(|l| l.contains("\"event\":\"intent\"") || l.contains("\"event\":\"action\"")) {
+        assert!(start.elapsed() < Duration::from_secs(60), "the apply did not start acting");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    w.home.pm2_ok(&["restart", "stock-alert"]);
+    let _ = apply.wait();
+    let mut stdout = String::new();
+    use std::io::Read;
+    apply.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    assert!(stdout.contains("outside the owned namespaces changed") && stdout.contains("`stock-alert`"), "{stdout}");
 }
 
 #[test]

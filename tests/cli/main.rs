@@ -7,6 +7,7 @@ mod support;
 
 mod ansible;
 mod apply;
+mod gate;
 mod ci_examples;
 mod deploy;
 mod docs;

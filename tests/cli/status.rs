@@ -74,7 +74,7 @@ fn status_flags_a_crash_loop() {
     let (code, stdout, stderr, _) = run(home.reconcile().args(["status", "--format", "json"]));
     assert_eq!(code, 0, "{stderr}");
     let doc: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(doc["warnings"][0]["kind"], "crash-loop", "{doc}");
+    assert_eq!(doc["warnings"][0]["kind"], "crash_loop", "{doc}");
     assert_eq!(doc["warnings"][0]["owned"], true);
 }
 

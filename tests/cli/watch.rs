@@ -548,3 +548,201 @@ fn a_heal_waits_while_another_apply_holds_the_lock_and_runs_at_a_later_read() {
     assert_eq!(w.ours("web")[0].0, "online");
     w.assert_bystanders_untouched();
 }
+
+/// A node app that crashes 600 ms after start (past its min_uptime, so PM2 never counts
+/// the restart toward max_restarts) while `flag` exists, and idles otherwise.
+fn flagged_app(w: &World, flag: &Path, extra: Value) -> Value {
+    let script = w.project.join("flagged.js");
+    std::fs::write(
+        &script,
+        format!(
+            "if (require('fs').existsSync({flag:?})) {{ setTimeout(() => {{ console.error('bind failed: EADDRINUSE 127.0.0.1:7778'); process.exit(1); }}, 600); }}\nsetInterval(() => {{}}, 1000);\n",
+            flag = flag.display().to_string()
+        ),
+    )
+    .expect("flagged.js");
+    let mut app = json!({"name": "loopy", "namespace": "mine", "script": script, "exec_mode": "fork",
+        "min_uptime": 300, "max_restarts": 10, "restart_delay": 200, "kill_timeout": 500,
+        "out_file": "/dev/null", "error_file": w.project.join("loopy.err"), "log_date_format": "YYYY-MM-DD HH:mm:ss"});
+    for (k, v) in extra.as_object().expect("object") {
+        app[k] = v.clone();
+    }
+    app
+}
+
+#[test]
+fn heal_breaks_a_crash_loop_started_by_hand_and_keeps_it_stopped_until_its_spec_changes() {
+    let w = World::new(&[sleep_app("web", json!({}))]);
+    let flag = w.project.join("crash.flag");
+    w.write(&[sleep_app("web", json!({})), flagged_app(&w, &flag, json!({}))]);
+    let out = run(w.home.reconcile().args(["apply", "--auto-approve"]));
+    assert_eq!(out.0, 0, "{}\n{}", out.1, out.2);
+    let mut watch = w.watch(&["--heal", "--heal-backoff", "1"]);
+    watch.wait("the start plan", T, is("plan"));
+    // By hand: a restart into a state where it crashes after start, again and again
+    // (PM2's max_restarts never stops it: each run outlives min_uptime).
+    std::fs::write(&flag, "").expect("flag");
+    let mark = watch.mark();
+    w.home.pm2_ok(&["restart", "loopy", "--namespace", "mine"]);
+    let broke = watch.wait_after(mark, "the breaker", Duration::from_secs(40), is("crash_loop_stopped"));
+    assert_eq!((broke["app"].as_str(), broke["stopped"].as_bool()), (Some("loopy"), Some(true)), "{broke}");
+    assert!(broke["log_tail"].to_string().contains("bind failed: EADDRINUSE"), "the last error lines: {broke}");
+    let loopy = w.ours("loopy");
+    assert!(loopy.iter().all(|p| p.0 == "stopped"), "{loopy:?}");
+    let restarts = loopy[0].1;
+    assert!(restarts <= 8, "a handful of restarts, not thousands: {restarts}");
+    // Stopped, it stays stopped: no heal restarts it while its spec and code are the same.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(w.ours("loopy").iter().all(|p| p.0 == "stopped" && p.1 == restarts), "{:?}\n{}", w.ours("loopy"), watch.dump());
+    assert_eq!(watch.count(|l| l["kind"] == "healing" && l["apps"].to_string().contains("loopy")), 0, "{}", watch.dump());
+    // The cause fixed and the desired state changed: healed again.
+    std::fs::remove_file(&flag).expect("unflag");
+    let mark = watch.mark();
+    w.write(&[sleep_app("web", json!({})), flagged_app(&w, &flag, json!({"env": {"FIXED": "1"}}))]);
+    watch.wait_after(mark, "the heal after the change", Duration::from_secs(40), |l| l["kind"] == "healed" && l["apps"] == json!(["loopy"]));
+    assert_eq!(w.ours("loopy")[0].0, "online");
+    w.assert_bystanders_untouched();
+}
+
+#[test]
+fn human_restarts_are_not_a_crash_loop() {
+    let w = World::new(&[sleep_app("web", json!({}))]);
+    let mut watch = w.watch(&[]);
+    watch.wait("the start plan", T, is("plan"));
+    for _ in 0..6 {
+        w.home.pm2_ok(&["restart", "web", "--namespace", "mine"]);
+    }
+    assert!(w.ours("web")[0].1 >= 6);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(watch.count(drift("web", "crash_loop")), 0, "six restarts by hand are not a crash loop:\n{}", watch.dump());
+    w.assert_bystanders_untouched();
+}
+
+/// A free loopback port (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Incident 003, replayed: the c3-backend and chinvex-gateway configs as they ran
+/// (only the paths and ports changed to the test's own, and the gateway's warm-up
+/// shortened), the gateway's port held by a hung process. `apply` fails on the gateway
+/// with its bind error and stops it; `watch --heal` gives up healing it; a human
+/// restarts it and it loops — the breaker stops it after a handful of restarts, not
+/// thousands, with the bind error shown.
+#[test]
+fn incident_003_the_loop_ends_after_a_handful_of_restarts_with_the_bind_error_shown() {
+    let home = Pm2Home::start();
+    home.start_sleep("stock-alert", "stock");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c3-backend");
+    let dir = home.path().join("c3");
+    std::fs::create_dir_all(dir.join("gateway")).expect("dir");
+    std::fs::copy(repo.join("server.js"), dir.join("server.js")).expect("server.js");
+    std::fs::copy(repo.join("gateway/run_gateway.py"), dir.join("gateway/run_gateway.py")).expect("gateway");
+    let (backend_port, gateway_port) = (free_port(), free_port());
+    let ecosystem = std::fs::read_to_string(repo.join("ecosystem.config.cjs"))
+        .expect("the example")
+        .replace("/home/jordan/projects/c3-backend", &dir.display().to_string())
+        .replace("7780", &backend_port.to_string())
+        .replace("7778", &gateway_port.to_string())
+        .replace("GATEWAY_CONTEXTS: '10',", "GATEWAY_CONTEXTS: '10', GATEWAY_WARMUP_S: '1.5',");
+    std::fs::write(dir.join("ecosystem.config.cjs"), ecosystem).expect("ecosystem");
+    // The example's lint errors are the incident's causes; here they are let through
+    // (as warnings) to show what happens at run time.
+    let mut toml = format!(
+        "[project]\nname = \"c3\"\necosystem = [\"ecosystem.config.cjs\"]\nnamespaces = [\"c3\"]\n\n[pm2]\nhome = {:?}\ntimeout_ms = 10000\n\n\
+         [health]\ncrash_window_restarts = 3\ncrash_window_s = 60\n",
+        home.path().display().to_string()
+    );
+    for rule in ["exec-mode", "min-uptime", "max-restarts", "restart-delay"] {
+        toml.push_str(&format!("\n[policies.rules.{rule}]\nseverity = \"warning\"\n"));
+    }
+    std::fs::write(dir.join("reconcile.toml"), toml).expect("reconcile.toml");
+    let foreign = home.bystanders("c3");
+
+    // The hung process that holds the gateway's port.
+    let holder = std::process::Command::new("python3")
+        .args(["-c", &format!("import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',{gateway_port}))\ns.listen()\nprint('held',flush=True)\ntime.sleep(3600)")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut holder = Spawned(holder);
+    let mut ready = String::new();
+    BufReader::new(holder.0.stdout.as_mut().expect("stdout")).read_line(&mut ready).expect("held");
+    crate::support::kill(i32::try_from(holder.0.id()).expect("pid"), libc::SIGSTOP);
+
+    let reconcile = |args: &[&str]| {
+        let mut cmd = crate::support::reconcile(&dir);
+        cmd.env("PM2_HOME", home.path()).args(args);
+        cmd
+    };
+    let gateway = || -> (String, u64) {
+        let list = home.jlist();
+        let p = list.as_array().expect("list").iter().find(|p| p["name"] == "chinvex-gateway").cloned().unwrap_or(Value::Null);
+        (p["pm2_env"]["status"].as_str().unwrap_or("gone").to_string(), p["pm2_env"]["restart_time"].as_u64().unwrap_or(0))
+    };
+
+    let out = run(&mut reconcile(&["apply", "--auto-approve"]));
+    assert_eq!(out.0, 1, "{}\n{}", out.1, out.2);
+    assert!(out.2.contains("unhealthy chinvex-gateway") || out.2.contains("unhealthy") && out.2.contains("chinvex-gateway"), "{}", out.2);
+    assert!(out.2.contains("error while attempting to bind on address"), "the bind error is shown:\n{}", out.2);
+    assert_eq!(gateway().0, "stopped");
+
+    let mut cmd = reconcile(&["--format", "json", "watch", "--heal", "--heal-max-attempts", "2", "--heal-backoff", "1"]);
+    cmd.env("PM2_HOME", home.path());
+    let mut watch = Watch::spawn(cmd);
+    watch.wait("the start plan", T, is("plan"));
+    watch.wait("the give-up", Duration::from_secs(90), |l| l["kind"] == "heal_given_up" && l["app"] == "chinvex-gateway");
+    // A human restarts it by hand, as on the incident's host: it loops on the held port.
+    let mark = watch.mark();
+    home.pm2_ok(&["restart", "chinvex-gateway", "--namespace", "c3"]);
+    let broke = watch.wait_after(mark, "the breaker", Duration::from_secs(60), |l| l["kind"] == "crash_loop_stopped" && l["app"] == "chinvex-gateway");
+    assert!(broke["log_tail"].to_string().contains("error while attempting to bind on address"), "{broke}");
+    let (status, restarts) = gateway();
+    assert_eq!(status, "stopped");
+    assert!(restarts <= 15, "a handful of restarts, not thousands: {restarts}");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(gateway(), ("stopped".to_string(), restarts), "the loop stays ended:\n{}", watch.dump());
+    assert_eq!(home.bystanders("c3"), foreign, "stock-alert untouched");
+    crate::support::kill(i32::try_from(holder.0.id()).expect("pid"), libc::SIGCONT);
+    let _ = holder.0.kill();
+}
+
+#[test]
+fn a_manual_stop_during_a_heals_gate_is_reported_as_stopped_not_crashed() {
+    let w = World::new(&[sleep_app("web", json!({}))]);
+    let mut watch = w.watch(&["--heal"]);
+    watch.wait("the start plan", T, is("plan"));
+    let mark = watch.mark();
+    w.home.pm2_ok(&["stop", "web", "--namespace", "mine"]);
+    watch.wait_after(mark, "the heal", T, |l| l["kind"] == "healing" && l["apps"] == json!(["web"]));
+    // The heal's gate lasts min_uptime (500 ms) + the settle window (5 s): stop it by hand within it.
+    w.home.wait_for(|| w.ours("web").iter().any(|p| p.0 == "online"), "web to be started by the heal");
+    w.home.pm2_ok(&["stop", "web", "--namespace", "mine"]);
+    let failed = watch.wait_after(mark, "the heal's verdict", Duration::from_secs(40), |l| l["kind"] == "heal_failed" && l["apps"] == json!(["web"]));
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("stopped by someone else") && !reason.contains("crashed"), "{failed}");
+    assert_eq!(watch.count(drift("web", "crash_loop")), 0, "{}", watch.dump());
+    w.assert_bystanders_untouched();
+}
+
+#[test]
+fn a_foreign_crash_loop_is_reported_and_never_acted_on_even_with_heal() {
+    let w = World::new(&[sleep_app("web", json!({}))]);
+    // Foreign events do not bring a read forward; the periodic re-read sees the loop.
+    let mut watch = w.watch(&["--heal", "--interval", "2"]);
+    watch.wait("the start plan", T, is("plan"));
+    let script = w.project.join("flap.js");
+    // Past PM2's default min_uptime (1 s): PM2 never stops it.
+    std::fs::write(&script, "setTimeout(() => process.exit(1), 1200);\n").expect("flap.js");
+    w.home.pm2_ok(&["start", script.to_str().expect("utf-8"), "--name", "flappy", "--namespace", "stock"]);
+    let line = watch.wait("the foreign crash loop", Duration::from_secs(40), |l| l["kind"] == "foreign_crash_loop" && l["app"] == "flappy");
+    assert_eq!(line["namespace"], "stock");
+    // Still looping: reported, not stopped.
+    let status = |w: &World| w.home.jlist().as_array().expect("list").iter().find(|p| p["name"] == "flappy").map(|p| p["pm2_env"]["restart_time"].as_u64().unwrap_or(0));
+    let seen = status(&w).unwrap_or(0);
+    w.home.wait_for(|| status(&w).unwrap_or(0) > seen, "flappy to go on restarting");
+    assert_eq!(watch.count(is("crash_loop_stopped")), 0, "{}", watch.dump());
+    assert_eq!(watch.count(|l| l["kind"] == "foreign_crash_loop"), 1, "told once");
+    w.home.pm2_ok(&["delete", "flappy"]);
+    w.assert_bystanders_untouched();
+}
