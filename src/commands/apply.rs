@@ -69,7 +69,8 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitStatus> {
 
 /// A saved plan, read and checked for shape.
 fn load_saved(path: &Path) -> Result<(PathBuf, Plan)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the saved plan {}", path.display()))?;
+    // A saved plan of 1,000 apps with their live state is a few MB.
+    let text = crate::config::read::read_text(path, None, 64 * 1024 * 1024).context("cannot use the saved plan")?;
     let plan: Plan = serde_json::from_str(&text).map_err(|e| {
         anyhow::anyhow!("{}:{}:{}: not a plan saved by `reconcile plan --out`: {e}", path.display(), e.line(), e.column())
     })?;

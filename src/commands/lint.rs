@@ -45,7 +45,9 @@ pub fn run(global: &GlobalArgs, args: &LintArgs) -> Result<ExitStatus> {
             Ok(file) => loaded.push(file),
             Err(error) => {
                 if error.location().is_some()
-                    && let Ok(text) = std::fs::read_to_string(path) {
+                    && let Ok(text) =
+                        crate::config::read::read_text(path, options.scope.as_deref(), crate::config::ecosystem::MAX_FILE_BYTES)
+                {
                         unloaded_sources.push(SourceFile::new(path, text));
                     }
                 findings.push(validate::load_error(&error));

@@ -164,6 +164,7 @@ fn tempfile_dir(what: &str) -> Result<tempfile::TempDir> {
 fn project_at(project: &Project, dir: &Path) -> Project {
     let mut moved = project.clone();
     moved.root = dir.to_path_buf();
+    moved.scope = dir.to_path_buf();
     moved
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::load;
 use super::source::{Location, SourceFile, SourceMap};
 
-/// Files larger than this are refused before parsing (an ecosystem file is a few KB).
+/// Files larger than this are refused (counted while reading) (an ecosystem file is a few KB).
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Nesting deeper than this is refused (protects the parsers' stacks).
@@ -59,11 +59,14 @@ pub struct LoadOptions {
     pub allow_js: bool,
     /// Deadline for evaluating a JavaScript file.
     pub js_timeout: Duration,
+    /// Where symlinks may lead: the project directory (in pull mode, the checkout).
+    /// `None`: each file's own directory.
+    pub scope: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { allow_js: true, js_timeout: Duration::from_secs(5) }
+        Self { allow_js: true, js_timeout: Duration::from_secs(5), scope: None }
     }
 }
 
@@ -105,8 +108,9 @@ pub enum LoadError {
     },
     #[error("{path}: unknown ecosystem file type; use .js, .cjs, .mjs, .json, .yaml, .yml or .toml")]
     UnknownFormat { path: PathBuf },
-    #[error("{path}: file is {size} bytes; ecosystem files over {max} bytes are refused")]
-    TooLarge { path: PathBuf, size: u64, max: u64 },
+    /// Not a regular file, a symlink out of the project, or over the size limit.
+    #[error(transparent)]
+    File(#[from] super::read::ReadError),
     #[error("{path}: file is empty; it must hold `apps: [...]` or a list of apps")]
     Empty { path: PathBuf },
     #[error("{path}:{line}:{column}: invalid {format}: {message}")]
@@ -136,7 +140,6 @@ impl LoadError {
         match self {
             Self::Read { path, .. }
             | Self::UnknownFormat { path }
-            | Self::TooLarge { path, .. }
             | Self::Empty { path }
             | Self::Syntax { path, .. }
             | Self::TooDeep { path, .. }
@@ -144,6 +147,7 @@ impl LoadError {
             | Self::NodeMissing { path, .. }
             | Self::JsTimeout { path, .. }
             | Self::JsFailed { path, .. } => path,
+            Self::File(error) => error.path(),
         }
     }
 
@@ -163,11 +167,7 @@ impl EcosystemFile {
     /// Reads and parses one ecosystem file.
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Self, LoadError> {
         let format = Format::from_path(path).ok_or_else(|| LoadError::UnknownFormat { path: path.into() })?;
-        let metadata = std::fs::metadata(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
-        if metadata.len() > MAX_FILE_BYTES {
-            return Err(LoadError::TooLarge { path: path.into(), size: metadata.len(), max: MAX_FILE_BYTES });
-        }
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
+        let bytes = super::read::read_bytes(path, options.scope.as_deref(), MAX_FILE_BYTES)?;
         let text = String::from_utf8(bytes).map_err(|err| {
             let source = SourceFile::new(path, String::from_utf8_lossy(err.as_bytes()).into_owned());
             let at = source.location(err.utf8_error().valid_up_to());

@@ -139,7 +139,10 @@ pub fn make(
 pub fn load_error(error: &LoadError) -> Diagnostic {
     let help = match error {
         LoadError::JsDisabled { .. } => "convert the file to JSON, YAML or TOML, or drop --no-js where running its code is safe",
-        LoadError::TooLarge { .. } => "an ecosystem file is a few kilobytes; check that the right file is named",
+        LoadError::File(crate::config::read::ReadError::TooLarge { .. }) => {
+            "an ecosystem file is a few kilobytes; check that the right file is named"
+        }
+        LoadError::File(_) => "commit the file itself, inside the project directory, instead of a link or a special file",
         LoadError::JsTimeout { .. } => "the file must return its config without waiting; remove servers, timers and prompts",
         LoadError::NodeMissing { .. } => "install Node.js (PM2 needs it anyway)",
         _ => "fix the file so that PM2 itself could read it",

@@ -216,6 +216,9 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
+    /// A policy file that is not a regular file, or a symlink out of the project.
+    #[error(transparent)]
+    File(#[from] crate::config::read::ReadError),
     #[error("{origin}: rule `{id}` is already defined by {first}; give the new rule another id")]
     DuplicateId { origin: String, id: String, first: String },
     #[error("reconcile.toml: [policies.rules.{id}] names no rule{}; `reconcile lint --list-rules` lists them", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
@@ -227,6 +230,9 @@ pub enum RegistryError {
     #[error("reconcile.toml: rule `{id}` cannot be re-graded or switched off")]
     NotConfigurable { id: String },
 }
+
+/// Policy files over this are refused (a rule file is a few KB).
+pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
 
 /// All rules, in a stable order (built-ins first, then user files by path).
 #[derive(Debug, Clone)]
@@ -256,7 +262,7 @@ impl Registry {
                 found.push(path.clone());
             }
             for file in found {
-                let text = std::fs::read_to_string(&file).map_err(|source| RegistryError::Read { path: file.clone(), source })?;
+                let text = crate::config::read::read_text(&file, Some(root), MAX_POLICY_BYTES)?;
                 files.push((file.display().to_string(), text));
             }
         }

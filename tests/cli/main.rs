@@ -18,4 +18,5 @@ mod round_trip;
 mod live_read;
 mod live_write;
 mod status;
+mod untrusted;
 mod watch;
