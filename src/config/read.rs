@@ -19,12 +19,9 @@ use std::path::{Component, Path, PathBuf};
 /// the target of a symlink or any of its contents.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The cause is part of the message (and not a `source`, so it is printed once).
+    #[error("cannot read {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path}: is a {kind}, not a regular file; only regular files are read (a device, FIFO or socket may never end); replace it with the file itself")]
     NotRegular { path: PathBuf, kind: &'static str },
     #[error("{path}: leads into a kernel pseudo file system (/proc, /sys); refused, since such files can hold this process's environment; replace it with the file itself")]
@@ -52,7 +49,7 @@ impl ReadError {
 /// symlink on its way from `scope` (or, for a path outside `scope`, from its own
 /// directory) leads to somewhere inside that directory.
 pub fn read_bytes(path: &Path, scope: Option<&Path>, max: u64) -> Result<Vec<u8>, ReadError> {
-    let io = |source| ReadError::Io { path: path.to_path_buf(), source };
+    let io = |error| ReadError::Io { path: path.to_path_buf(), error };
     let lexical = normalize(&std::path::absolute(path).map_err(io)?);
     let scope_dir = scope
         .and_then(|s| std::path::absolute(s).ok())
@@ -121,7 +118,7 @@ pub fn read_text(path: &Path, scope: Option<&Path>, max: u64) -> Result<String, 
     let bytes = read_bytes(path, scope, max)?;
     String::from_utf8(bytes).map_err(|_| ReadError::Io {
         path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not UTF-8 text"),
+        error: std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not UTF-8 text"),
     })
 }
 

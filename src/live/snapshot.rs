@@ -22,7 +22,7 @@ pub fn read_with(path: &Path, detail: Detail) -> Result<LiveState, LiveError> {
     let read_err = |source| LiveError::SnapshotRead { path: path.to_path_buf(), source };
     let parse_err = |message: String| LiveError::SnapshotParse { path: path.to_path_buf(), message };
     let text = crate::config::read::read_text(path, None, MAX_SNAPSHOT_BYTES).map_err(|e| match e {
-        crate::config::read::ReadError::Io { source, .. } => read_err(source),
+        crate::config::read::ReadError::Io { error, .. } => read_err(error),
         other => parse_err(other.to_string()),
     })?;
     let processes = parse_list(&text, detail).map_err(parse_err)?;

@@ -105,3 +105,80 @@ fn a_symlink_inside_the_project_is_followed() {
     let output = reconcile_with_secret(dir.path(), &["lint", "--format", "json"]);
     assert_eq!(output.json()["summary"]["apps"], 1, "{output:#?}");
 }
+
+/// Whether `pid` is gone (or a zombie nobody has reaped yet), polled for up to a minute.
+fn ends(pid: i32) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(stat) if stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')) => return true,
+            Ok(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    false
+}
+
+fn pids_in(path: &Path) -> Vec<i32> {
+    let started = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let pids: Vec<i32> = text.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        if !pids.is_empty() || started.elapsed() > Duration::from_secs(30) {
+            return pids;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_detached_grandchild_holding_stdout_open_does_not_hold_up_lint() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pids");
+    std::fs::write(
+        dir.path().join("eco.config.js"),
+        format!(
+            "const {{ spawn }} = require('child_process');\n\
+             const c = spawn('sleep', ['300'], {{ detached: true, stdio: ['ignore', 'inherit', 'inherit'] }});\n\
+             c.unref();\n\
+             require('fs').writeFileSync({:?}, String(c.pid));\n\
+             module.exports = {{ apps: [{{ name: 'a', script: 'a.js' }}] }};\n",
+            pid_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("reconcile.toml"), "[project]\necosystem = [\"eco.config.js\"]\nnamespaces = [\"x\"]\njs_timeout_ms = 3000\n").unwrap();
+    let output = reconcile_with_secret(dir.path(), &["lint", "--format", "json"]);
+    // Before, lint waited for the grandchild (300 s) to close the pipe.
+    assert!(output.elapsed < Duration::from_secs(50), "took {:?}", output.elapsed);
+    assert_eq!(output.json()["summary"]["apps"], 1, "the file's value is still read: {output:#?}");
+    let pids = pids_in(&pid_file);
+    assert_eq!(pids.len(), 1);
+    assert!(ends(pids[0]), "the grandchild holding the output was killed");
+}
+
+#[test]
+fn at_the_deadline_the_whole_evaluation_process_group_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pids");
+    std::fs::write(
+        dir.path().join("eco.config.js"),
+        format!(
+            "const {{ spawn }} = require('child_process');\n\
+             const c = spawn('sleep', ['300'], {{ stdio: 'ignore' }});\n\
+             require('fs').writeFileSync({:?}, c.pid + ' ' + process.pid);\n\
+             while (true) {{}}\n",
+            pid_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("reconcile.toml"), "[project]\necosystem = [\"eco.config.js\"]\nnamespaces = [\"x\"]\njs_timeout_ms = 3000\n").unwrap();
+    let output = reconcile_with_secret(dir.path(), &["lint"]);
+    output.expect_code(1);
+    assert!(output.stdout.contains("did not finish within 3s"), "{output:#?}");
+    let pids = pids_in(&pid_file);
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    for pid in pids {
+        assert!(ends(pid), "{pid} outlived the deadline");
+    }
+}
