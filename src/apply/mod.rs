@@ -12,6 +12,7 @@
 //! 9. convergence — every apply re-plans from a fresh read, and a plan of noops
 //!    makes no call.
 
+pub mod adopted;
 pub mod execute;
 pub mod identity;
 pub mod journal;

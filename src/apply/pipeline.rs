@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::adopted;
 use super::execute::{Event, Executor, Outcome, Settings};
 use super::journal::{self, Journal, JournalError};
 use super::preflight::{self, PortClaim};
@@ -133,7 +134,9 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
     };
 
     let mut client = Pm2Client::connect(home, timeout).await?;
-    let (before, before_raw) = client.list_with_raw().await?;
+    let (mut before, before_raw) = client.list_with_raw().await?;
+    let ledger = adopted::ledger_path(&journal_path(project));
+    adopted::mark(&mut before, &ledger);
     let mut plan = match plan::diff(desired, &before, &owned, &settings.safety, &redactor) {
         Ok(mut plan) => {
             plan.project.clone_from(&settings.project.name);
@@ -151,6 +154,21 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
 
     let mut journal = Journal::open(&journal_path(project))?;
     journal.record("begin", begin_record(project, home, options, saved.map(|s| s.0), &plan, &before, &redactor))?;
+    // Promise 11: the owned processes this desired state names but apply did not
+    // start (started by hand, then written into the file) are adopted now, on record.
+    let desired_names: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
+    let adopting: Vec<adopted::Adopted> = adopted::unstamped_desired(&before, &owned, &desired_names).collect();
+    if !adopting.is_empty() {
+        match adopted::record(&ledger, adopting.iter().cloned(), &before) {
+            Ok(0) => {}
+            Ok(_) => journal.record("adopted", json!({"ledger": ledger, "processes": adopting}))?,
+            Err(e) => {
+                let why = format!("{e}; nothing was changed");
+                journal.record("end", json!({"outcome": "refused", "reason": why}))?;
+                return Ok(report(Some(plan), Verdict::Refused(why), Some(&journal)));
+            }
+        }
+    }
     macro_rules! refuse {
         ($why:expr) => {{
             let why: String = $why;
@@ -162,7 +180,12 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
     // Promise 8: a saved plan applies only to the world it was made against.
     if let Some((path, saved)) = saved {
         let mut moved = verify::moved(&saved.basis, &plan.basis);
-        if moved.is_empty() && (saved.changes != plan.changes || saved.namespaces != plan.namespaces) {
+        // The saved file went through `redact::scrub`; the fresh plan is compared as saved.
+        let fresh_changes = serde_json::to_string(&plan.changes)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Vec<crate::plan::Change>>(&crate::redact::scrub(&text)).ok());
+        let changes_differ = fresh_changes.as_ref().is_none_or(|fresh| *fresh != saved.changes);
+        if moved.is_empty() && (changes_differ || saved.namespaces != plan.namespaces) {
             moved.push("the plan's changes differ from a fresh plan (was it edited, or made with other settings?)".into());
         }
         if !moved.is_empty() {

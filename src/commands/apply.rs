@@ -105,7 +105,7 @@ impl Progress for Terminal {
     fn event(&mut self, event: &Event) {
         if self.human {
             let mut stderr = anstream::stderr().lock();
-            let _ = stderr.write_all(render::apply::progress(event).as_bytes());
+            let _ = stderr.write_all(crate::redact::scrub(&render::apply::progress(event)).as_bytes());
         }
     }
 }

@@ -72,7 +72,8 @@ fn require_format(command: &str, format: Format, allowed: &[Format]) -> Result<(
 fn print(text: &str) -> Result<()> {
     use std::io::Write;
     let mut stdout = anstream::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
+    // Known secrets never reach the output, whatever text carried them.
+    stdout.write_all(crate::redact::scrub(text).as_bytes())?;
     stdout.flush()?;
     Ok(())
 }

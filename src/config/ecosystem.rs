@@ -195,6 +195,8 @@ impl EcosystemFile {
             Format::Toml => load::toml::parse(&source)?,
             Format::JavaScript => load::js::evaluate(&source, options)?,
         };
+        // Every secret the file holds is known before anything about it is printed.
+        crate::redact::learn_document(&parsed.document);
         if parsed.document.is_null() {
             return Err(LoadError::Empty { path: path.into() });
         }

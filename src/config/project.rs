@@ -216,7 +216,7 @@ fn default_crash_window_s() -> u64 {
     300
 }
 fn default_secret_patterns() -> Vec<String> {
-    ["*TOKEN*", "*SECRET*", "*PASSWORD*", "*KEY*", "*CREDENTIAL*"].map(String::from).to_vec()
+    crate::redact::DEFAULT_PATTERNS.iter().map(|p| (*p).to_string()).collect()
 }
 
 /// Why `reconcile.toml` could not be used.
@@ -258,6 +258,8 @@ impl Project {
     pub fn load_in(path: &Path, scope: Option<&Path>) -> Result<Self, ProjectError> {
         let text = super::read::read_text(path, scope, MAX_BYTES)?;
         let settings = Self::parse(path, &text)?;
+        // The patterns that values are learned by, from here on (see `redact`).
+        crate::redact::Redactor::new(&settings.secrets.patterns);
         let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let root = if root.as_os_str().is_empty() { PathBuf::from(".") } else { root };
         let scope = scope.map_or_else(|| root.clone(), Path::to_path_buf);
@@ -320,7 +322,7 @@ mod tests {
         assert_eq!(settings.pm2.timeout_ms, 10_000);
         assert_eq!(settings.safety.max_deletes, 2);
         assert!(settings.project.allow_js);
-        assert_eq!(settings.secrets.patterns.len(), 5);
+        assert_eq!(settings.secrets.patterns.len(), crate::redact::DEFAULT_PATTERNS.len());
     }
 
     #[test]

@@ -238,6 +238,7 @@ impl Pm2Client {
             daemon: Some(self.daemon.clone()),
             read_at_ms: now_ms(),
             processes,
+            adopted: Default::default(),
         }
     }
 

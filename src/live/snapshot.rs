@@ -31,6 +31,7 @@ pub fn read_with(path: &Path, detail: Detail) -> Result<LiveState, LiveError> {
         daemon: None,
         read_at_ms: now_ms(),
         processes,
+        adopted: Default::default(),
     })
 }
 

@@ -25,16 +25,16 @@ pub fn write(report: &StatusReport, format: Format, color: ColorChoice) -> io::R
     let mut out = anstream::AutoStream::new(io::stdout().lock(), choice);
     match format {
         Format::Json => {
-            let mut text = serde_json::to_vec_pretty(report)?;
-            text.push(b'\n');
-            out.write_all(&text)?;
+            let mut text = serde_json::to_string_pretty(report)?;
+            text.push('\n');
+            out.write_all(crate::redact::scrub(&text).as_bytes())?;
             out.flush()
         }
         _ => {
-            out.write_all(human(report).as_bytes())?;
+            out.write_all(crate::redact::scrub(&human(report)).as_bytes())?;
             out.flush()?;
             let mut err = anstream::AutoStream::new(io::stderr().lock(), choice);
-            err.write_all(human_warnings(report).as_bytes())
+            err.write_all(crate::redact::scrub(&human_warnings(report)).as_bytes())
         }
     }
 }

@@ -135,6 +135,19 @@ pub fn make(
     })
 }
 
+/// Findings about `reconcile.toml` itself: owning `default` (rule `owns-default`).
+pub fn project_findings(registry: &Registry, project: &crate::config::Project) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    if project.settings.project.namespaces.iter().any(|n| n == "default") {
+        let text = crate::config::read::read_text(&project.path, Some(&project.scope), crate::config::project::MAX_BYTES).unwrap_or_default();
+        let source = crate::config::SourceFile::new(&project.path, text.as_str());
+        let at = text.find("namespaces").map(|offset| source.location(offset));
+        let message = "this project owns the `default` namespace, where every app started by hand without --namespace lands".to_string();
+        out.extend(make(registry, "owns-default", &project.path, at, message, None, None));
+    }
+    out
+}
+
 /// A file that could not be loaded, as a `load` finding.
 pub fn load_error(error: &LoadError) -> Diagnostic {
     let help = match error {

@@ -31,6 +31,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("missing-env.toml", include_str!("../../policies/missing-env.toml")),
     ("watch-in-production.toml", include_str!("../../policies/watch-in-production.toml")),
     ("live-name-conflict.toml", include_str!("../../policies/live-name-conflict.toml")),
+    ("owns-default.toml", include_str!("../../policies/owns-default.toml")),
 ];
 
 /// A rule file as written.

@@ -205,7 +205,7 @@ impl<L: Loader> Agent<L> {
         let at = crate::live::client::now_ms();
         let text = if self.config.json { report.json_line(at) } else { crate::render::watch::human(report, at) };
         let mut stdout = anstream::stdout().lock();
-        stdout.write_all(text.as_bytes())?;
+        stdout.write_all(crate::redact::scrub(&text).as_bytes())?;
         stdout.flush()
     }
 
@@ -421,6 +421,17 @@ impl<L: Loader> Agent<L> {
             window_ms: i64::try_from(settings.health.crash_window_s.saturating_mul(1000)).unwrap_or(i64::MAX),
         };
         self.windows.observe(live, crash.window_ms);
+        // Prune (with --heal) may delete only what this project started or adopted.
+        let ledger = crate::apply::adopted::ledger_path(&crate::apply::pipeline::journal_path(&self.project));
+        let marked;
+        let live = if ledger.exists() {
+            let mut copy = live.clone();
+            crate::apply::adopted::mark(&mut copy, &ledger);
+            marked = copy;
+            &marked
+        } else {
+            live
+        };
         let plan = match &self.desired {
             Some(desired) => {
                 let redactor = Redactor::new(&settings.secrets.patterns);

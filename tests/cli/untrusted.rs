@@ -182,3 +182,174 @@ fn at_the_deadline_the_whole_evaluation_process_group_is_killed() {
         assert!(ends(pid), "{pid} outlived the deadline");
     }
 }
+
+/// Every output of `lint` in every format, joined.
+fn lint_outputs(dir: &Path, file: &str) -> String {
+    let mut all = String::new();
+    for format in ["human", "json", "sarif", "github"] {
+        let output = reconcile_with_secret(dir, &["lint", file, "--format", format]);
+        assert!(!output.stderr.contains("panicked"), "{output:#?}");
+        all.push_str(&output.stdout);
+        all.push_str(&output.stderr);
+    }
+    all
+}
+
+#[test]
+fn lint_snippets_of_a_duplicate_token_key_and_a_yaml_error_hide_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("dup.json"),
+        "{\"apps\": [{\"name\": \"a\", \"script\": \"a.js\", \"env\": {\n  \"API_TOKEN\": \"first-tok-111111\",\n  \"API_TOKEN\": \"second-tok-222222\"\n}}]}\n",
+    )
+    .unwrap();
+    let all = lint_outputs(dir.path(), "dup.json");
+    assert!(all.contains("API_TOKEN"), "the finding is still reported: {all}");
+    assert!(!all.contains("first-tok") && !all.contains("second-tok"), "{all}");
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "apps:\n  - name: a\n    script: a.js\n    env:\n      DB_PASSWORD: yaml-pw-333333 : oops\n      PORT: [3000\n",
+    )
+    .unwrap();
+    let all = lint_outputs(dir.path(), "bad.yaml");
+    assert!(all.contains("bad.yaml"), "{all}");
+    assert!(!all.contains("yaml-pw-333333"), "{all}");
+}
+
+#[test]
+fn urls_with_passwords_secret_args_and_db_pass_never_reach_a_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.json"), "[]").unwrap();
+    let app = serde_json::json!({"apps": [{"name": "api", "namespace": "x", "script": "/bin/sleep", "interpreter": "none",
+        "args": ["--port", "80", "--password=args-pw-444444", "--api-token", "args-tok-555555"],
+        "exec_mode": "fork", "min_uptime": 5000, "max_restarts": 5, "restart_delay": 3000,
+        "env": {"DATABASE_URL": "postgres://app:url-pw-666666@db:5432/app", "DB_PASS": "dbpass-777777"}}]});
+    std::fs::write(dir.path().join("eco.json"), app.to_string()).unwrap();
+    std::fs::write(dir.path().join("reconcile.toml"), "[project]\necosystem = [\"eco.json\"]\nnamespaces = [\"x\"]\n").unwrap();
+    let mut all = String::new();
+    for format in ["human", "json", "markdown"] {
+        let output = reconcile_with_secret(dir.path(), &["plan", "--live", "empty.json", "--format", format]);
+        output.expect_code(2);
+        all.push_str(&output.stdout);
+        all.push_str(&output.stderr);
+    }
+    let output = reconcile_with_secret(dir.path(), &["plan", "--live", "empty.json", "--out", "plan.json"]);
+    output.expect_code(2);
+    all.push_str(&std::fs::read_to_string(dir.path().join("plan.json")).unwrap());
+    assert!(all.contains("postgres://app:(sensitive)@db:5432/app"), "the URL is shown without its password: {all}");
+    for secret in ["args-pw-444444", "args-tok-555555", "url-pw-666666", "dbpass-777777"] {
+        assert!(!all.contains(secret), "{secret} leaked: {all}");
+    }
+}
+
+#[test]
+fn pm2_error_text_echoing_a_secret_env_value_is_scrubbed_from_apply_and_the_journal() {
+    let home = crate::support::Pm2Home::start();
+    let project = home.project(&["mine"], 10_000);
+    let toml = std::fs::read_to_string(project.join("reconcile.toml")).unwrap();
+    std::fs::write(
+        project.join("reconcile.toml"),
+        format!("{toml}ecosystem = []\n").replace("[project]\n", "[project]\necosystem = [\"eco.json\"]\n").replace("ecosystem = []\n", "")
+            + "\n[policies.rules.min-uptime]\nmin = 300\n\n[policies.rules.restart-delay]\nmin = 0\n",
+    )
+    .unwrap();
+    // A NUL inside an env value: the daemon's spawn refuses it, quoting the value.
+    let app = crate::support::sleep_app("leaky", serde_json::json!({"env": {"DB_PASS": "SEKRET-pm2-888888\u{0}x"}}));
+    std::fs::write(project.join("eco.json"), serde_json::json!({"apps": [app]}).to_string()).unwrap();
+    let mut all = String::new();
+    for format in ["human", "json"] {
+        let (_, stdout, stderr, _) = crate::support::run(home.reconcile().args(["apply", "--auto-approve", "--format", format]));
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        all.push_str(&stdout);
+        all.push_str(&stderr);
+    }
+    let journal = std::fs::read_to_string(project.join(".reconcile/journal.jsonl")).unwrap();
+    assert!(journal.lines().count() > 2, "{journal}");
+    assert!(!all.contains("SEKRET") && !journal.contains("SEKRET"), "output:\n{all}\njournal:\n{journal}");
+    assert!(all.contains("null bytes") && journal.contains("null bytes"), "PM2's refusal is still reported: {all}");
+}
+
+/// `pm2 jlist` rows as (name, namespace, pid).
+fn processes(home: &crate::support::Pm2Home) -> Vec<(String, String, serde_json::Value)> {
+    home.jlist()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_string(), p["pm2_env"]["namespace"].as_str().unwrap().to_string(), p["pid"].clone()))
+        .collect()
+}
+
+// See: incident 000. Owning `default` with prune on deleted a hand-started app.
+#[test]
+fn owning_default_with_prune_keeps_a_hand_started_legacy_cron() {
+    let home = crate::support::Pm2Home::start();
+    home.start_sleep("legacy-cron", "default");
+    let project = home.project(&["default"], 10_000);
+    let toml = std::fs::read_to_string(project.join("reconcile.toml")).unwrap();
+    std::fs::write(
+        project.join("reconcile.toml"),
+        toml.replace("[project]\n", "[project]\necosystem = [\"eco.json\"]\n")
+            + "\n[safety]\nprune = true\n\n[policies.rules.min-uptime]\nmin = 300\n\n[policies.rules.restart-delay]\nmin = 0\n",
+    )
+    .unwrap();
+    let app = crate::support::sleep_app("api", serde_json::json!({"namespace": "default"}));
+    std::fs::write(project.join("eco.json"), serde_json::json!({"apps": [app]}).to_string()).unwrap();
+    let cron_before = processes(&home).into_iter().find(|p| p.0 == "legacy-cron").unwrap();
+
+    let (code, stdout, _, _) = crate::support::run(home.reconcile().args(["lint", "--format", "json"]));
+    assert_eq!(code, 0, "a warning, not an error: {stdout}");
+    let lint: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let warning = lint["diagnostics"].as_array().unwrap().iter().find(|d| d["rule"] == "owns-default").cloned();
+    let warning = warning.unwrap_or_else(|| panic!("owning default is flagged: {lint:#}"));
+    assert_eq!(warning["severity"], "warning");
+    assert!(warning["file"].as_str().unwrap().ends_with("reconcile.toml") && warning["line"] == 4, "{warning:#}");
+
+    let (code, stdout, stderr, _) = crate::support::run(home.reconcile().args(["plan"]));
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(!stdout.contains("will be deleted"), "{stdout}");
+    assert!(stdout.contains("Unmanaged, not started or adopted by this project") && stdout.contains("legacy-cron (default, pm_id 0)"), "{stdout}");
+    assert!(stdout.contains("to adopt one"), "{stdout}");
+
+    let (code, stdout, stderr, _) = crate::support::run(home.reconcile().args(["apply", "--auto-approve"]));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let after = processes(&home);
+    assert!(after.contains(&cron_before), "legacy-cron survives with the same pid: {after:?}");
+    assert!(after.iter().any(|p| p.0 == "api"), "{after:?}");
+
+    // What apply started (stamped) is pruned when it leaves the desired state.
+    let other = crate::support::sleep_app("api-v2", serde_json::json!({"namespace": "default"}));
+    std::fs::write(project.join("eco.json"), serde_json::json!({"apps": [other]}).to_string()).unwrap();
+    let (code, stdout, stderr, _) = crate::support::run(home.reconcile().args(["apply", "--auto-approve", "--allow-blast-radius"]));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let after = processes(&home);
+    assert!(!after.iter().any(|p| p.0 == "api"), "the stamped api was pruned: {after:?}");
+    assert!(after.contains(&cron_before), "legacy-cron still survives: {after:?}");
+}
+
+#[test]
+fn imported_apps_are_adopted_and_may_be_pruned_a_stranger_may_not() {
+    let home = crate::support::Pm2Home::start();
+    home.start_sleep("adoptee", "jobs");
+    home.start_sleep("keeper", "jobs");
+    let out = home.path().join("imported");
+    let (code, stdout, stderr, _) =
+        crate::support::run(home.reconcile().args(["import", "--namespace", "jobs", "--as", "json", "--out", out.to_str().unwrap()]));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let ledger = std::fs::read_to_string(out.join(".reconcile/adopted.json")).unwrap();
+    assert!(ledger.contains("adoptee") && ledger.contains("keeper"), "{ledger}");
+    // Started by hand after the import: not adopted.
+    home.start_sleep("stranger", "jobs");
+    let eco = out.join("ecosystem.config.json");
+    let mut document: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&eco).unwrap()).unwrap();
+    document["apps"].as_array_mut().unwrap().retain(|a| a["name"] != "adoptee");
+    std::fs::write(&eco, document.to_string()).unwrap();
+    let toml = std::fs::read_to_string(out.join("reconcile.toml")).unwrap();
+    std::fs::write(out.join("reconcile.toml"), format!("{toml}\n[safety]\nprune = true\nmax_changed_fraction = 1.0\n")).unwrap();
+    let mut apply = crate::support::reconcile(&out);
+    apply.env("PM2_HOME", home.path()).args(["apply", "--auto-approve"]);
+    let (code, stdout, stderr, _) = crate::support::run(&mut apply);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let after: Vec<String> = processes(&home).into_iter().map(|p| p.0).collect();
+    assert!(!after.contains(&"adoptee".to_string()), "the adopted app left the desired state and was pruned: {after:?}");
+    assert!(after.contains(&"keeper".to_string()) && after.contains(&"stranger".to_string()), "{after:?}");
+}
