@@ -35,7 +35,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitStatus> {
         bail!("PM2 home {} does not exist: set [pm2] home or PM2_HOME to the daemon's home", home.dir.display());
     }
     // Promise 3: before anything is read, so the plan cannot go stale under us.
-    let _lock = ApplyLock::acquire(&home.dir, &Holder::current())?;
+    let _lock = ApplyLock::acquire(&home, &Holder::current())?;
     let Some(desired) = super::plan::desired_state(global, &project, args.env.as_deref())? else {
         return Ok(ExitStatus::Error);
     };

@@ -569,7 +569,7 @@ impl<L: Loader> Agent<L> {
         }
         let apps: Vec<String> = allowed.iter().cloned().collect();
         // One apply at a time per PM2 home: if someone holds the lock, wait for the next read.
-        let lock = match ApplyLock::acquire(&self.home.dir, &Holder::current()) {
+        let lock = match ApplyLock::acquire(&self.home, &Holder::current()) {
             Ok(lock) => lock,
             Err(e @ LockError::Held { .. }) => {
                 if let Some(m) = &self.metrics {

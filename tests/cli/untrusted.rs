@@ -353,3 +353,43 @@ fn imported_apps_are_adopted_and_may_be_pruned_a_stranger_may_not() {
     assert!(!after.contains(&"adoptee".to_string()), "the adopted app left the desired state and was pruned: {after:?}");
     assert!(after.contains(&"keeper".to_string()) && after.contains(&"stranger".to_string()), "{after:?}");
 }
+
+#[test]
+fn a_second_apply_reaching_the_same_daemon_from_another_home_is_refused() {
+    let home = crate::support::Pm2Home::start();
+    let project = home.project(&["mine"], 10_000);
+    let toml = std::fs::read_to_string(project.join("reconcile.toml")).unwrap();
+    // No [pm2] home: each apply finds the daemon through its environment.
+    let toml: String = toml.lines().filter(|l| !l.starts_with("home =")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(
+        project.join("reconcile.toml"),
+        toml.replace("[project]\n", "[project]\necosystem = [\"eco.json\"]\n")
+            + "\n[policies.rules.min-uptime]\nmin = 300\n\n[policies.rules.restart-delay]\nmin = 0\n",
+    )
+    .unwrap();
+    // A long health gate keeps the first apply holding the lock.
+    let app = crate::support::sleep_app("slow", serde_json::json!({"min_uptime": 4000}));
+    std::fs::write(project.join("eco.json"), serde_json::json!({"apps": [app]}).to_string()).unwrap();
+    let mut first = crate::support::reconcile(&project);
+    first.env("PM2_HOME", home.path()).args(["apply", "--auto-approve"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut first = crate::support::Spawned(first.spawn().unwrap());
+    let first_pid = first.0.id();
+    let lock = home.path().join("reconcile.lock");
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&format!("\"pid\":{first_pid}"))) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the first apply never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Another home, whose PM2_DAEMON_*_PORT lead to the same daemon.
+    let other = tempfile::tempdir().unwrap();
+    let mut second = crate::support::reconcile(&project);
+    second
+        .env("PM2_HOME", other.path())
+        .env("PM2_DAEMON_RPC_PORT", home.path().join("rpc.sock"))
+        .env("PM2_DAEMON_PUB_PORT", home.path().join("pub.sock"))
+        .args(["apply", "--auto-approve"]);
+    let (code, stdout, stderr, _) = crate::support::run(&mut second);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(stderr.contains("another apply is running") && stderr.contains(&format!("pid {first_pid}")), "{stderr}");
+    assert_eq!(first.0.wait().unwrap().code(), Some(0), "the first apply succeeded");
+}
