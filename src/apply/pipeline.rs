@@ -378,17 +378,38 @@ async fn resolve(
 /// and the daemon for a cluster app (it holds the listening socket for its workers).
 fn port_claims(plan: &Plan, desired: &[DesiredApp], live: &LiveState) -> Vec<PortClaim> {
     let daemon_pid = live.daemon.as_ref().and_then(|d| d.pid);
+    let port_of = |value: Option<&str>| value.and_then(|v| v.trim().parse::<u16>().ok());
+    let pm2_processes: Vec<preflight::Pm2Process> = live
+        .processes
+        .iter()
+        .map(|p| {
+            let mut ports = preflight::ports_in_args(&p.args);
+            ports.extend(port_of(p.env_set.get("PORT").and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_u64().map(|n| n.to_string()))).as_deref()));
+            preflight::Pm2Process { pid: p.pid, pm_id: p.pm_id, name: p.name.clone(), namespace: p.namespace.clone(), ports }
+        })
+        .collect();
     plan.changes
         .iter()
         .filter(|c| matches!(c.action, Action::Create | Action::Replace | Action::Update | Action::Scale))
-        .filter_map(|c| {
-            let app = desired.iter().find(|d| d.name == c.name)?;
-            let port: u16 = app.env.get("PORT")?.trim().parse().ok()?;
-            let mut allowed: BTreeSet<u32> = c.pm_ids.iter().filter_map(|id| live.get(*id)?.pid).collect();
-            if app.exec_mode == ExecMode::Cluster || c.pm_ids.iter().any(|id| live.get(*id).is_some_and(|p| p.exec_mode == ExecMode::Cluster)) {
-                allowed.extend(daemon_pid);
-            }
-            Some(PortClaim { app: app.name.clone(), port, allowed_pids: allowed })
+        .flat_map(|c| {
+            let Some(app) = desired.iter().find(|d| d.name == c.name) else { return Vec::new() };
+            let mut ports = preflight::ports_in_args(&app.args);
+            ports.extend(port_of(app.env.get("PORT").map(String::as_str)).filter(|p| !ports.contains(p)));
+            // The app's own processes, by pm_id.
+            let allowed: BTreeSet<u32> = c.pm_ids.iter().filter_map(|id| live.get(*id)?.pid).collect();
+            let own_cluster = c.pm_ids.iter().any(|id| live.get(*id).is_some_and(|p| p.exec_mode == ExecMode::Cluster));
+            let others: Vec<preflight::Pm2Process> = pm2_processes.iter().filter(|p| !c.pm_ids.contains(&p.pm_id)).cloned().collect();
+            ports
+                .into_iter()
+                .map(|port| PortClaim {
+                    app: app.name.clone(),
+                    port,
+                    allowed_pids: allowed.clone(),
+                    daemon_pid,
+                    own_cluster,
+                    pm2_processes: others.clone(),
+                })
+                .collect()
         })
         .collect()
 }

@@ -393,3 +393,69 @@ fn a_second_apply_reaching_the_same_daemon_from_another_home_is_refused() {
     assert!(stderr.contains("another apply is running") && stderr.contains(&format!("pid {first_pid}")), "{stderr}");
     assert_eq!(first.0.wait().unwrap().code(), Some(0), "the first apply succeeded");
 }
+
+/// A project in `home` owning `mine`, with relaxed restart rules and `apps` as its file.
+fn project_with(home: &crate::support::Pm2Home, apps: &[serde_json::Value]) -> std::path::PathBuf {
+    let project = home.project(&["mine"], 10_000);
+    let toml = std::fs::read_to_string(project.join("reconcile.toml")).unwrap();
+    std::fs::write(
+        project.join("reconcile.toml"),
+        toml.replace("[project]\n", "[project]\necosystem = [\"eco.json\"]\n")
+            + "\n[policies.rules.min-uptime]\nmin = 300\n\n[policies.rules.restart-delay]\nmin = 0\n",
+    )
+    .unwrap();
+    std::fs::write(project.join("eco.json"), serde_json::json!({"apps": apps}).to_string()).unwrap();
+    project
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn preflight_refuses_a_port_held_by_a_foreign_pm2_cluster_app_and_names_it() {
+    let home = crate::support::Pm2Home::start();
+    let port = free_port();
+    let server = home.path().join("server.js");
+    std::fs::write(&server, "require('http').createServer((q, s) => s.end('x')).listen(process.env.PORT);\n").unwrap();
+    home.start_ecosystem(
+        "theirs.json",
+        &serde_json::json!({"apps": [{"name": "other", "namespace": "theirs", "script": server, "exec_mode": "cluster", "instances": 1, "env": {"PORT": port}}]}),
+    );
+    home.wait_for(|| std::net::TcpListener::bind(("0.0.0.0", port)).is_err(), "the foreign cluster app listening");
+    let ours = crate::support::sleep_app(
+        "api",
+        serde_json::json!({"script": server, "interpreter": "node", "args": [], "exec_mode": "cluster", "instances": 2, "env": {"PORT": port}}),
+    );
+    project_with(&home, &[ours]);
+    let (code, stdout, stderr, _) = crate::support::run(home.reconcile().args(["apply", "--auto-approve"]));
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(stderr.contains(&format!("port {port} for `api`")) && stderr.contains("PM2 app `other`") && stderr.contains("namespace `theirs`"), "{stderr}");
+    let names: Vec<String> = processes(&home).into_iter().map(|p| p.0).collect();
+    assert!(!names.contains(&"api".to_string()), "nothing was started: {names:?}");
+    // Once the port is ours (our own cluster workers, through the daemon's listener),
+    // an update in place passes preflight.
+    home.pm2_ok(&["delete", "other"]);
+    let (code, stdout, stderr, _) = crate::support::run(home.reconcile().args(["apply", "--auto-approve"]));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let ours = crate::support::sleep_app(
+        "api",
+        serde_json::json!({"script": server, "interpreter": "node", "args": [], "exec_mode": "cluster", "instances": 2, "env": {"PORT": port, "LEVEL": "2"}}),
+    );
+    project_with(&home, &[ours]);
+    let (code, stdout, stderr, _) = crate::support::run(home.reconcile().args(["apply", "--auto-approve"]));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+}
+
+#[test]
+fn preflight_checks_a_port_given_only_as_port_in_args() {
+    let home = crate::support::Pm2Home::start();
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let app = crate::support::sleep_app("web", serde_json::json!({"args": ["3600", "--port", port.to_string()]}));
+    project_with(&home, &[app]);
+    let (code, stdout, stderr, _) = crate::support::run(home.reconcile().args(["apply", "--auto-approve"]));
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(stderr.contains(&format!("port {port} for `web`")) && stderr.contains(&format!("pid {}", std::process::id())), "{stderr}");
+    assert!(!processes(&home).iter().any(|p| p.0 == "web"), "nothing was started");
+}
