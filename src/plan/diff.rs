@@ -227,13 +227,16 @@ fn compare(app: &DesiredApp, group: &[&LiveProcess], redactor: &Redactor) -> Cha
             }
         }
     }
+    // PM2 sets the variable named by `instance_var` (default NODE_APP_INSTANCE) on
+    // every start: it is not the app's setting.
+    let instance_var = app.options.get("instance_var").and_then(Value::as_str).unwrap_or("NODE_APP_INSTANCE");
     for (key, value) in &live_env {
         // PM2 sets PWD from `cwd` itself (lib/Common.js prepareAppConf). And a login
         // shell's own variables (`OLDPWD`, `SHLVL`, `SSH_*`, `PATH`, ...) are never an
         // app's setting, even when they differ from the daemon's: the shell that ran
         // `pm2 start` is rarely the one that started the daemon (another directory, an
         // SSH session, boot), and each would otherwise force a replace of every app.
-        if !app.env.contains_key(*key) && key.as_str() != "PWD" && !is_shell_variable(key) {
+        if !app.env.contains_key(*key) && key.as_str() != "PWD" && key.as_str() != instance_var && !is_shell_variable(key) {
             // An env var cannot be removed in place (pm2-internals.md §0.4).
             let before = if redactor.is_secret(key) { json!(redact::HIDDEN) } else { json!(value) };
             push(&format!("env.{key}"), before, Value::Null, true);
@@ -325,6 +328,13 @@ fn same_log_path(live: Option<&Path>, wanted: &Path, pm_id: u64) -> bool {
 
 /// Options compare as numbers when both are numeric (PM2 may store `"5000"`).
 fn same_option(live: &Value, wanted: &Value) -> bool {
+    // PM2 keeps a one-element list as its element (`stop_exit_codes: [0]` is live `0`).
+    match (live, wanted) {
+        (Value::Array(items), other) | (other, Value::Array(items)) if items.len() == 1 && !other.is_array() => {
+            return same_option(&items[0], other);
+        }
+        _ => {}
+    }
     let number = |v: &Value| match v {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse().ok(),
