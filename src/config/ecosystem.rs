@@ -95,6 +95,9 @@ pub struct EcosystemFile {
     pub map: SourceMap,
     /// Keys written twice.
     pub duplicates: Vec<DuplicateKey>,
+    /// An ES module whose apps are only its `export default`, which PM2 7.0.4 reads
+    /// with `require()` and finds no apps in (rule `pm2-refuses`).
+    pub esm_default: bool,
 }
 
 /// Why a file could not be loaded. Each message names the file and what to do.
@@ -200,7 +203,7 @@ impl EcosystemFile {
         if parsed.document.is_null() {
             return Err(LoadError::Empty { path: path.into() });
         }
-        Ok(Self { source, format, document: parsed.document, map: parsed.map, duplicates: parsed.duplicates })
+        Ok(Self { source, format, document: parsed.document, map: parsed.map, duplicates: parsed.duplicates, esm_default: parsed.esm_default })
     }
 }
 
@@ -210,4 +213,5 @@ pub struct Parsed {
     pub document: Value,
     pub map: SourceMap,
     pub duplicates: Vec<DuplicateKey>,
+    pub esm_default: bool,
 }

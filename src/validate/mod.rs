@@ -50,11 +50,21 @@ pub fn run<'a>(files: &'a [EcosystemFile], ctx: Context<'_>) -> (Vec<FileApps<'a
                 None,
             );
         }
+        if file.esm_default {
+            sink.emit_at(
+                "pm2-refuses",
+                Location { line: 1, column: 1 },
+                "the apps are this ES module's `export default`; PM2 7.0.4 loads the file with require(), sees `{ default: ... }` and finds no apps".into(),
+                None,
+                None,
+            );
+        }
         match extract_apps(&file.document, ctx.env) {
             Ok(apps) => {
                 for app in &apps {
                     check_app_schema(&mut sink, app);
                     data_rules::check(&mut sink, app);
+                    check_interpreter(&mut sink, app);
                 }
                 found.push(FileApps { file, apps });
             }
@@ -133,6 +143,38 @@ pub fn make(
         help: help.unwrap_or_else(|| entry.fill(&entry.file.help, &[])),
         app,
     })
+}
+
+/// `pm2-refuses`: an interpreter PM2 would not find on this host (`which`, as
+/// lib/Common.js does; `node@VERSION` only under nvm's `NVM_DIR`).
+fn check_interpreter(sink: &mut Sink<'_>, app: &AppView) {
+    let Some(interpreter) = ["interpreter", "exec_interpreter"].iter().find_map(|k| app.fields.get(*k).and_then(serde_json::Value::as_str)) else {
+        return;
+    };
+    if interpreter.is_empty() || interpreter == "none" {
+        return;
+    }
+    let found = if let Some(version) = interpreter.strip_prefix("node@") {
+        std::env::var_os("NVM_DIR").is_some_and(|nvm| Path::new(&nvm).join(format!("versions/node/v{version}/bin/node")).is_file())
+    } else if interpreter.contains('/') {
+        Path::new(interpreter).is_file()
+    } else {
+        // PM2 falls back to its own node for `node`.
+        interpreter == "node"
+            || std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(interpreter).is_file()))
+    };
+    if !found {
+        let key = if app.has("interpreter") { "interpreter" } else { "exec_interpreter" };
+        let display = app.name().unwrap_or_else(|| format!("app #{}", app.index + 1));
+        let why = if interpreter.starts_with("node@") { " (node@VERSION needs nvm: NVM_DIR with that version installed)" } else { "" };
+        sink.emit(
+            "pm2-refuses",
+            &app.pointer_of(key),
+            format!("PM2 refuses to start `{display}`: interpreter `{interpreter}` is not available on this host{why}"),
+            None,
+            app.name(),
+        );
+    }
 }
 
 /// Findings about `reconcile.toml` itself: owning `default` (rule `owns-default`).

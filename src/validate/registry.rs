@@ -32,6 +32,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("watch-in-production.toml", include_str!("../../policies/watch-in-production.toml")),
     ("live-name-conflict.toml", include_str!("../../policies/live-name-conflict.toml")),
     ("owns-default.toml", include_str!("../../policies/owns-default.toml")),
+    ("pm2-refuses.toml", include_str!("../../policies/pm2-refuses.toml")),
 ];
 
 /// A rule file as written.

@@ -459,3 +459,27 @@ fn preflight_checks_a_port_given_only_as_port_in_args() {
     assert!(stderr.contains(&format!("port {port} for `web`")) && stderr.contains(&format!("pid {}", std::process::id())), "{stderr}");
     assert!(!processes(&home).iter().any(|p| p.0 == "web"), "nothing was started");
 }
+
+#[test]
+fn what_pm2_itself_refuses_is_a_lint_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.js"), "setInterval(() => {}, 1 << 30);\n").unwrap();
+    std::fs::write(dir.path().join("default.config.mjs"), "export default { apps: [{ name: 'm', script: 'app.js' }] };\n").unwrap();
+    std::fs::write(dir.path().join("named.config.mjs"), "export const apps = [{ name: 'n', script: 'app.js' }];\n").unwrap();
+    std::fs::write(dir.path().join("old.json"), r#"{"apps": [{"name": "old", "script": "app.js", "interpreter": "node@4.1.2"}]}"#).unwrap();
+    std::fs::write(dir.path().join("missing.json"), r#"{"apps": [{"name": "py", "script": "app.py", "interpreter": "python9.99-nowhere"}]}"#).unwrap();
+    let mut command = bin();
+    command.current_dir(dir.path()).env_remove("NVM_DIR").args(["lint", "default.config.mjs", "named.config.mjs", "old.json", "missing.json", "--format", "json"]);
+    let output = run(command, Duration::from_secs(60));
+    output.expect_code(1);
+    let refused: Vec<(String, String)> = output.json()["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["rule"] == "pm2-refuses" && d["severity"] == "error")
+        .map(|d| (d["file"].as_str().unwrap().to_string(), d["message"].as_str().unwrap().to_string()))
+        .collect();
+    let files: Vec<&str> = refused.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(files, ["default.config.mjs", "missing.json", "old.json"], "{refused:#?}");
+    assert!(refused[0].1.contains("export default") && refused[2].1.contains("node@4.1.2"), "{refused:#?}");
+}

@@ -114,10 +114,10 @@ pub fn evaluate(source: &SourceFile, options: &LoadOptions) -> Result<Parsed, Lo
     })?;
     match outcome {
         Outcome { error: Some(error), .. } => Err(failure(source, &absolute, error)),
-        Outcome { value, .. } => {
+        Outcome { value, esm_default, .. } => {
             let document = value.unwrap_or(Value::Null);
             let map = locate(source, &document);
-            Ok(Parsed { document, map, duplicates: Vec::new() })
+            Ok(Parsed { document, map, duplicates: Vec::new(), esm_default })
         }
     }
 }
@@ -126,6 +126,9 @@ pub fn evaluate(source: &SourceFile, options: &LoadOptions) -> Result<Parsed, Lo
 struct Outcome {
     value: Option<Value>,
     error: Option<JsError>,
+    /// The apps are only the ES module's `export default` (PM2 cannot read that).
+    #[serde(default)]
+    esm_default: bool,
 }
 
 #[derive(Deserialize)]
