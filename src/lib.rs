@@ -37,7 +37,8 @@ pub fn run(cli: cli::Cli) -> ExitStatus {
                 return ExitStatus::Success;
             }
             let mut stderr = anstream::stderr();
-            let _ = writeln!(stderr, "{}error:{} {err:#}", render::style::ERROR, render::style::ERROR.render_reset());
+            let message = format!("{err:#}");
+            let _ = writeln!(stderr, "{}error:{} {}", render::style::ERROR, render::style::ERROR.render_reset(), redact::scrub(&message));
             ExitStatus::Error
         }
     }
@@ -68,6 +69,6 @@ fn init_logging(verbose: u8) {
     };
     let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()).and_then(|v| v.parse::<Targets>().ok());
     let filter = from_env.unwrap_or_else(|| Targets::new().with_default(level));
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let layer = tracing_subscriber::fmt::layer().with_writer(|| redact::ScrubbedStderr).with_target(false);
     let _ = tracing_subscriber::registry().with(layer.with_filter(filter)).try_init();
 }

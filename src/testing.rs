@@ -61,5 +61,5 @@ pub fn foreign(name: &str, namespace: &str, pm_id: u64) -> LiveProcess {
 
 /// A live state read from a daemon, with these processes.
 pub fn live(processes: Vec<LiveProcess>) -> LiveState {
-    LiveState { origin: LiveOrigin::Daemon { home: "/h".into() }, daemon: None, read_at_ms: 0, processes }
+    LiveState { origin: LiveOrigin::Daemon { home: "/h".into() }, daemon: None, read_at_ms: 0, processes, adopted: Default::default() }
 }

@@ -66,7 +66,8 @@ impl Journal {
         if let (Some(line), Value::Object(body)) = (line.as_object_mut(), body) {
             line.extend(body);
         }
-        let mut text = line.to_string();
+        // Redacted by key above; by value here (PM2's error text may echo a secret).
+        let mut text = redact::scrub(&line.to_string()).into_owned();
         text.push('\n');
         let err = |source| JournalError { path: self.path.clone(), source };
         self.file.write_all(text.as_bytes()).map_err(err)?;

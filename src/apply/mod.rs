@@ -13,6 +13,7 @@
 //!    makes no call.
 //! 10. reboot-safe — PM2's dump holds the owned apps as applied ([`dump`]).
 
+pub mod adopted;
 pub mod dump;
 pub mod execute;
 pub mod identity;

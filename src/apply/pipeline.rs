@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::dump;
+use super::adopted;
 use super::execute::{Event, Executor, Outcome, Settings};
 use super::journal::{self, Journal, JournalError};
 use super::preflight::{self, PortClaim};
@@ -139,7 +140,9 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
     };
 
     let mut client = Pm2Client::connect(home, timeout).await?;
-    let (before, before_raw) = client.list_with_raw().await?;
+    let (mut before, before_raw) = client.list_with_raw().await?;
+    let ledger = adopted::ledger_path(&journal_path(project));
+    adopted::mark(&mut before, &ledger);
     let mut plan = match plan::diff(desired, &before, &owned, &settings.safety, &redactor) {
         Ok(mut plan) => {
             plan.project.clone_from(&settings.project.name);
@@ -178,6 +181,21 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
             json!({"of_run": call.run, "seq": call.seq, "app": call.app, "call": call.call, "pm_id": call.pm_id, "result": result, "observed": observed}),
         )?;
     }
+    // Promise 11: the owned processes this desired state names but apply did not
+    // start (started by hand, then written into the file) are adopted now, on record.
+    let desired_names: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
+    let adopting: Vec<adopted::Adopted> = adopted::unstamped_desired(&before, &owned, &desired_names).collect();
+    if !adopting.is_empty() {
+        match adopted::record(&ledger, adopting.iter().cloned(), &before) {
+            Ok(0) => {}
+            Ok(_) => journal.record("adopted", json!({"ledger": ledger, "processes": adopting}))?,
+            Err(e) => {
+                let why = format!("{e}; nothing was changed");
+                journal.record("end", json!({"outcome": "refused", "reason": why}))?;
+                return Ok(report(Some(plan), Verdict::Refused(why), Some(&journal)));
+            }
+        }
+    }
     macro_rules! refuse {
         ($why:expr) => {{
             let why: String = $why;
@@ -189,7 +207,12 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
     // Promise 8: a saved plan applies only to the world it was made against.
     if let Some((path, saved)) = saved {
         let mut moved = verify::moved(&saved.basis, &plan.basis);
-        if moved.is_empty() && (saved.changes != plan.changes || saved.namespaces != plan.namespaces) {
+        // The saved file went through `redact::scrub`; the fresh plan is compared as saved.
+        let fresh_changes = serde_json::to_string(&plan.changes)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Vec<crate::plan::Change>>(&crate::redact::scrub(&text)).ok());
+        let changes_differ = fresh_changes.as_ref().is_none_or(|fresh| *fresh != saved.changes);
+        if moved.is_empty() && (changes_differ || saved.namespaces != plan.namespaces) {
             moved.push("the plan's changes differ from a fresh plan (was it edited, or made with other settings?)".into());
         }
         if !moved.is_empty() {
@@ -427,17 +450,38 @@ async fn resolve(
 /// and the daemon for a cluster app (it holds the listening socket for its workers).
 fn port_claims(plan: &Plan, desired: &[DesiredApp], live: &LiveState) -> Vec<PortClaim> {
     let daemon_pid = live.daemon.as_ref().and_then(|d| d.pid);
+    let port_of = |value: Option<&str>| value.and_then(|v| v.trim().parse::<u16>().ok());
+    let pm2_processes: Vec<preflight::Pm2Process> = live
+        .processes
+        .iter()
+        .map(|p| {
+            let mut ports = preflight::ports_in_args(&p.args);
+            ports.extend(port_of(p.env_set.get("PORT").and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_u64().map(|n| n.to_string()))).as_deref()));
+            preflight::Pm2Process { pid: p.pid, pm_id: p.pm_id, name: p.name.clone(), namespace: p.namespace.clone(), ports }
+        })
+        .collect();
     plan.changes
         .iter()
         .filter(|c| matches!(c.action, Action::Create | Action::Replace | Action::Update | Action::Scale))
-        .filter_map(|c| {
-            let app = desired.iter().find(|d| d.name == c.name)?;
-            let port: u16 = app.env.get("PORT")?.trim().parse().ok()?;
-            let mut allowed: BTreeSet<u32> = c.pm_ids.iter().filter_map(|id| live.get(*id)?.pid).collect();
-            if app.exec_mode == ExecMode::Cluster || c.pm_ids.iter().any(|id| live.get(*id).is_some_and(|p| p.exec_mode == ExecMode::Cluster)) {
-                allowed.extend(daemon_pid);
-            }
-            Some(PortClaim { app: app.name.clone(), port, allowed_pids: allowed })
+        .flat_map(|c| {
+            let Some(app) = desired.iter().find(|d| d.name == c.name) else { return Vec::new() };
+            let mut ports = preflight::ports_in_args(&app.args);
+            ports.extend(port_of(app.env.get("PORT").map(String::as_str)).filter(|p| !ports.contains(p)));
+            // The app's own processes, by pm_id.
+            let allowed: BTreeSet<u32> = c.pm_ids.iter().filter_map(|id| live.get(*id)?.pid).collect();
+            let own_cluster = c.pm_ids.iter().any(|id| live.get(*id).is_some_and(|p| p.exec_mode == ExecMode::Cluster));
+            let others: Vec<preflight::Pm2Process> = pm2_processes.iter().filter(|p| !c.pm_ids.contains(&p.pm_id)).cloned().collect();
+            ports
+                .into_iter()
+                .map(|port| PortClaim {
+                    app: app.name.clone(),
+                    port,
+                    allowed_pids: allowed.clone(),
+                    daemon_pid,
+                    own_cluster,
+                    pm2_processes: others.clone(),
+                })
+                .collect()
         })
         .collect()
 }

@@ -36,7 +36,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitStatus> {
         bail!("PM2 home {} does not exist: set [pm2] home or PM2_HOME to the daemon's home", home.dir.display());
     }
     // Promise 3: before anything is read, so the plan cannot go stale under us.
-    let _lock = ApplyLock::acquire(&home.dir, &Holder::current())?;
+    let _lock = ApplyLock::acquire(&home, &Holder::current())?;
     let Some(desired) = super::plan::desired_state(global, &project, args.env.as_deref())? else {
         return Ok(ExitStatus::Error);
     };
@@ -95,7 +95,8 @@ fn tell_dump(dump: Option<&SaveOutcome>) -> Result<()> {
 
 /// A saved plan, read and checked for shape.
 fn load_saved(path: &Path) -> Result<(PathBuf, Plan)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the saved plan {}", path.display()))?;
+    // A saved plan of 1,000 apps with their live state is a few MB.
+    let text = crate::config::read::read_text(path, None, 64 * 1024 * 1024).context("cannot use the saved plan")?;
     let plan: Plan = serde_json::from_str(&text).map_err(|e| {
         anyhow::anyhow!("{}:{}:{}: not a plan saved by `reconcile plan --out`: {e}", path.display(), e.line(), e.column())
     })?;
@@ -130,7 +131,7 @@ impl Progress for Terminal {
     fn event(&mut self, event: &Event) {
         if self.human {
             let mut stderr = anstream::stderr().lock();
-            let _ = stderr.write_all(render::apply::progress(event).as_bytes());
+            let _ = stderr.write_all(crate::redact::scrub(&render::apply::progress(event)).as_bytes());
         }
     }
 }

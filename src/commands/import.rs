@@ -127,6 +127,17 @@ pub fn run(global: &GlobalArgs, args: &ImportArgs) -> Result<ExitStatus> {
         return Err(err);
     }
 
+    // The imported processes are adopted: prune may delete them once they leave the
+    // desired state (see `apply::adopted`); nothing else unstamped ever is.
+    let ledger = crate::apply::adopted::ledger_path(&out_dir.join(crate::apply::journal::DEFAULT_PATH));
+    let imported: std::collections::BTreeSet<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+    let adopting = state
+        .processes
+        .iter()
+        .filter(|p| namespaces.contains(&p.namespace) && imported.contains(p.name.as_str()))
+        .map(|p| crate::apply::adopted::Adopted { namespace: p.namespace.clone(), name: p.name.clone(), pm_id: p.pm_id });
+    crate::apply::adopted::record(&ledger, adopting, &state)?;
+
     let clean = unclean.is_empty();
     let report = Report {
         ecosystem: ecosystem_path,
@@ -169,7 +180,7 @@ fn write_new(path: &Path, text: &str, force: bool) -> Result<()> {
 fn print_warnings(warnings: &[String]) -> Result<()> {
     let mut stderr = anstream::stderr().lock();
     for warning in warnings {
-        writeln!(stderr, "{}warning:{} {warning}", style::WARNING, style::WARNING.render_reset())?;
+        writeln!(stderr, "{}warning:{} {}", style::WARNING, style::WARNING.render_reset(), crate::redact::scrub(warning))?;
     }
     Ok(())
 }

@@ -45,7 +45,9 @@ pub fn run(global: &GlobalArgs, args: &LintArgs) -> Result<ExitStatus> {
             Ok(file) => loaded.push(file),
             Err(error) => {
                 if error.location().is_some()
-                    && let Ok(text) = std::fs::read_to_string(path) {
+                    && let Ok(text) =
+                        crate::config::read::read_text(path, options.scope.as_deref(), crate::config::ecosystem::MAX_FILE_BYTES)
+                {
                         unloaded_sources.push(SourceFile::new(path, text));
                     }
                 findings.push(validate::load_error(&error));
@@ -56,6 +58,9 @@ pub fn run(global: &GlobalArgs, args: &LintArgs) -> Result<ExitStatus> {
     let owned = project.as_ref().map(|p| p.settings.project.namespaces.as_slice());
     let (apps, checked) = validate::run(&loaded, Context { registry: &registry, env, owned });
     findings.extend(checked);
+    if let Some(project) = &project {
+        findings.extend(validate::project_findings(&registry, project));
+    }
     findings.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
     let summary = Summary::new(files.len(), apps.iter().map(|f| f.apps.len()).sum(), &findings);
     let sources: Vec<_> = loaded.iter().map(|f| &f.source).chain(&unloaded_sources).collect();

@@ -51,6 +51,7 @@ fn load_options(global: &GlobalArgs, project: Option<&Project>) -> LoadOptions {
     LoadOptions {
         allow_js: !global.no_js && settings.is_none_or(|s| s.allow_js),
         js_timeout: Duration::from_millis(settings.map_or(5_000, |s| s.js_timeout_ms)),
+        scope: project.map(|p| p.scope.clone()),
     }
 }
 
@@ -71,7 +72,8 @@ fn require_format(command: &str, format: Format, allowed: &[Format]) -> Result<(
 fn print(text: &str) -> Result<()> {
     use std::io::Write;
     let mut stdout = anstream::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
+    // Known secrets never reach the output, whatever text carried them.
+    stdout.write_all(crate::redact::scrub(text).as_bytes())?;
     stdout.flush()?;
     Ok(())
 }

@@ -83,10 +83,12 @@ fn make(global: &GlobalArgs, project: &Project, env: Option<&str>) -> Result<Opt
         return Ok(None);
     };
     tracing::debug!("desired state checked");
-    let live = match reader.join().map_err(|_| anyhow::anyhow!("the live-state reader thread failed"))?? {
+    let mut live = match reader.join().map_err(|_| anyhow::anyhow!("the live-state reader thread failed"))?? {
         LiveRead::Parsed(live) => live,
         LiveRead::Fetched(fetched) => fetched.parse()?,
     };
+    // What import and earlier applies adopted may be pruned; nothing else unstamped.
+    crate::apply::adopted::mark(&mut live, &crate::apply::adopted::ledger_path(&crate::apply::pipeline::journal_path(project)));
     tracing::debug!("live state joined");
     let settings = &project.settings;
     let redactor = Redactor::new(&settings.secrets.patterns);
@@ -169,6 +171,7 @@ fn tempfile_dir(what: &str) -> Result<tempfile::TempDir> {
 fn project_at(project: &Project, dir: &Path) -> Project {
     let mut moved = project.clone();
     moved.root = dir.to_path_buf();
+    moved.scope = dir.to_path_buf();
     moved
 }
 
@@ -185,7 +188,7 @@ fn desired_state_in(global: &GlobalArgs, project: &Project, env: Option<&str>, r
     if !checked.findings.is_empty() {
         use std::io::Write;
         let mut stderr = anstream::stderr().lock();
-        stderr.write_all(checked.human.as_bytes())?;
+        stderr.write_all(crate::redact::scrub(&checked.human).as_bytes())?;
     }
     Ok(checked.desired)
 }
@@ -228,6 +231,7 @@ pub fn check(global: &GlobalArgs, project: &Project, env: Option<&str>, resolve_
     let ctx = Context { registry: &registry, env, owned: Some(&settings.project.namespaces) };
     let (found, checked) = validate::run(&loaded, ctx);
     findings.extend(checked);
+    findings.extend(validate::project_findings(&registry, project));
     tracing::debug!(findings = findings.len(), "checks run");
     let sources: Vec<_> = loaded.iter().map(|f| &f.source).collect();
     let summary = Summary::new(files.len(), found.iter().map(|f| f.apps.len()).sum(), &findings);
@@ -266,7 +270,7 @@ fn report(findings: &[Diagnostic], sources: &[&crate::config::SourceFile], summa
     use std::io::Write;
     let text = render::diagnostics::human(findings, sources, summary);
     let mut stderr = anstream::stderr().lock();
-    stderr.write_all(text.as_bytes())?;
+    stderr.write_all(crate::redact::scrub(&text).as_bytes())?;
     Ok(())
 }
 
@@ -294,5 +298,5 @@ fn conflict_finding(registry: &Registry, conflict: &Conflict) -> Option<Diagnost
 
 pub(super) fn write_plan(path: &Path, plan: &Plan) -> Result<()> {
     let text = render::plan::json(plan);
-    std::fs::write(path, text).with_context(|| format!("cannot write the plan to {}", path.display()))
+    std::fs::write(path, crate::redact::scrub(&text).as_bytes()).with_context(|| format!("cannot write the plan to {}", path.display()))
 }

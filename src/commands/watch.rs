@@ -119,6 +119,8 @@ impl Loader for Glue<'_> {
                         dir.display()
                     )
                 })?;
+                // Symlinks among the followed files may lead anywhere inside the checkout, no further.
+                project.scope = dir.clone();
                 if project.settings.journal.path.as_deref().is_none_or(Path::is_relative) {
                     project.settings.journal.path = Some(self.journal.clone());
                 }

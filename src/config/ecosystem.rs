@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::load;
 use super::source::{Location, SourceFile, SourceMap};
 
-/// Files larger than this are refused before parsing (an ecosystem file is a few KB).
+/// Files larger than this are refused (counted while reading) (an ecosystem file is a few KB).
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Nesting deeper than this is refused (protects the parsers' stacks).
@@ -59,11 +59,14 @@ pub struct LoadOptions {
     pub allow_js: bool,
     /// Deadline for evaluating a JavaScript file.
     pub js_timeout: Duration,
+    /// Where symlinks may lead: the project directory (in pull mode, the checkout).
+    /// `None`: each file's own directory.
+    pub scope: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { allow_js: true, js_timeout: Duration::from_secs(5) }
+        Self { allow_js: true, js_timeout: Duration::from_secs(5), scope: None }
     }
 }
 
@@ -92,6 +95,9 @@ pub struct EcosystemFile {
     pub map: SourceMap,
     /// Keys written twice.
     pub duplicates: Vec<DuplicateKey>,
+    /// An ES module whose apps are only its `export default`, which PM2 7.0.4 reads
+    /// with `require()` and finds no apps in (rule `pm2-refuses`).
+    pub esm_default: bool,
 }
 
 /// Why a file could not be loaded. Each message names the file and what to do.
@@ -105,8 +111,9 @@ pub enum LoadError {
     },
     #[error("{path}: unknown ecosystem file type; use .js, .cjs, .mjs, .json, .yaml, .yml or .toml")]
     UnknownFormat { path: PathBuf },
-    #[error("{path}: file is {size} bytes; ecosystem files over {max} bytes are refused")]
-    TooLarge { path: PathBuf, size: u64, max: u64 },
+    /// Not a regular file, a symlink out of the project, or over the size limit.
+    #[error(transparent)]
+    File(#[from] super::read::ReadError),
     #[error("{path}: file is empty; it must hold `apps: [...]` or a list of apps")]
     Empty { path: PathBuf },
     #[error("{path}:{line}:{column}: invalid {format}: {message}")]
@@ -136,7 +143,6 @@ impl LoadError {
         match self {
             Self::Read { path, .. }
             | Self::UnknownFormat { path }
-            | Self::TooLarge { path, .. }
             | Self::Empty { path }
             | Self::Syntax { path, .. }
             | Self::TooDeep { path, .. }
@@ -144,6 +150,7 @@ impl LoadError {
             | Self::NodeMissing { path, .. }
             | Self::JsTimeout { path, .. }
             | Self::JsFailed { path, .. } => path,
+            Self::File(error) => error.path(),
         }
     }
 
@@ -163,11 +170,7 @@ impl EcosystemFile {
     /// Reads and parses one ecosystem file.
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Self, LoadError> {
         let format = Format::from_path(path).ok_or_else(|| LoadError::UnknownFormat { path: path.into() })?;
-        let metadata = std::fs::metadata(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
-        if metadata.len() > MAX_FILE_BYTES {
-            return Err(LoadError::TooLarge { path: path.into(), size: metadata.len(), max: MAX_FILE_BYTES });
-        }
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
+        let bytes = super::read::read_bytes(path, options.scope.as_deref(), MAX_FILE_BYTES)?;
         let text = String::from_utf8(bytes).map_err(|err| {
             let source = SourceFile::new(path, String::from_utf8_lossy(err.as_bytes()).into_owned());
             let at = source.location(err.utf8_error().valid_up_to());
@@ -195,10 +198,12 @@ impl EcosystemFile {
             Format::Toml => load::toml::parse(&source)?,
             Format::JavaScript => load::js::evaluate(&source, options)?,
         };
+        // Every secret the file holds is known before anything about it is printed.
+        crate::redact::learn_document(&parsed.document);
         if parsed.document.is_null() {
             return Err(LoadError::Empty { path: path.into() });
         }
-        Ok(Self { source, format, document: parsed.document, map: parsed.map, duplicates: parsed.duplicates })
+        Ok(Self { source, format, document: parsed.document, map: parsed.map, duplicates: parsed.duplicates, esm_default: parsed.esm_default })
     }
 }
 
@@ -208,4 +213,5 @@ pub struct Parsed {
     pub document: Value,
     pub map: SourceMap,
     pub duplicates: Vec<DuplicateKey>,
+    pub esm_default: bool,
 }

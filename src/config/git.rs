@@ -17,6 +17,8 @@ pub enum GitError {
     OutsideRepository { project: PathBuf, repo: PathBuf },
     #[error("cannot read the project at `{reference}`: {message}")]
     Read { reference: String, message: String },
+    #[error("`{reference}` holds symlinks that lead out of the repository ({}); refused: they would read files outside it. Replace them with the files themselves", paths.join(", "))]
+    EscapingSymlinks { reference: String, paths: Vec<String> },
     #[error("cannot write the files of `{reference}` to {dir}")]
     Write {
         reference: String,
@@ -58,6 +60,10 @@ pub fn checkout_project(project_dir: &Path, reference: &str, dest: &Path) -> Res
     let unknown = |e: git2::Error| GitError::UnknownRef { reference: reference.into(), repo: workdir.clone(), message: e.message().into() };
     let commit = repo.revparse_single(reference).and_then(|o| o.peel_to_commit()).map_err(unknown)?;
     let tree = commit.tree().map_err(|e| GitError::Read { reference: reference.into(), message: e.message().into() })?;
+    let escaping = escaping_symlinks(&repo, &tree);
+    if !escaping.is_empty() {
+        return Err(GitError::EscapingSymlinks { reference: reference.into(), paths: escaping });
+    }
     let mut failure: Option<GitError> = None;
     tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
         if entry.kind() != Some(ObjectType::Blob) {
@@ -76,7 +82,14 @@ pub fn checkout_project(project_dir: &Path, reference: &str, dest: &Path) -> Res
             }
         };
         let target = dest.join(relative);
-        let written = target.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(&target, blob.content()));
+        let written = target.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+            if entry.filemode() == SYMLINK_MODE {
+                // Checked above to stay inside the tree; the reader checks it again.
+                std::os::unix::fs::symlink(String::from_utf8_lossy(blob.content()).as_ref(), &target)
+            } else {
+                std::fs::write(&target, blob.content())
+            }
+        });
         if let Err(source) = written {
             failure = Some(GitError::Write { reference: reference.into(), dir: dest.into(), source });
             return TreeWalkResult::Abort;
@@ -87,5 +100,99 @@ pub fn checkout_project(project_dir: &Path, reference: &str, dest: &Path) -> Res
     match failure {
         Some(error) => Err(error),
         None => Ok(commit.id().to_string()),
+    }
+}
+
+/// Git's file mode of a symlink entry.
+const SYMLINK_MODE: i32 = 0o120_000;
+
+/// The paths of the symlinks in `tree` that resolve (following the tree's own
+/// symlinks, as the file system would after a checkout) to somewhere outside it:
+/// absolute targets, `..` past the top, or a chain of links that leaves.
+pub fn escaping_symlinks(repo: &Repository, tree: &git2::Tree<'_>) -> Vec<String> {
+    let mut links = std::collections::HashMap::new();
+    let _ = tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
+        if entry.filemode() == SYMLINK_MODE
+            && let Ok(blob) = repo.find_blob(entry.id())
+        {
+            let path = format!("{parent}{}", entry.name().unwrap_or_default());
+            links.insert(path, String::from_utf8_lossy(blob.content()).into_owned());
+        }
+        TreeWalkResult::Ok
+    });
+    let mut escaping: Vec<String> = links.keys().filter(|path| !resolves_inside(path, &links)).cloned().collect();
+    escaping.sort();
+    escaping
+}
+
+/// Whether the link at `path` (tree-relative, `/`-separated) resolves inside the tree.
+fn resolves_inside(path: &str, links: &std::collections::HashMap<String, String>) -> bool {
+    // The components of the real path so far, and what is left to walk (reversed).
+    let mut real: Vec<String> = path.split('/').map(String::from).collect();
+    real.pop();
+    let Some(target) = links.get(path) else { return true };
+    let mut pending: Vec<String> = Vec::new();
+    if !push_target(target, &mut pending) {
+        return false;
+    }
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        match part.as_str() {
+            "" | "." => {}
+            ".." => {
+                if real.pop().is_none() {
+                    return false;
+                }
+            }
+            name => {
+                real.push(name.to_string());
+                if let Some(next) = links.get(&real.join("/")) {
+                    hops += 1;
+                    // Like ELOOP: a cycle or a very long chain is refused.
+                    if hops > 40 {
+                        return false;
+                    }
+                    real.pop();
+                    if !push_target(next, &mut pending) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Queues a link target's components; `false` for an absolute target.
+fn push_target(target: &str, pending: &mut Vec<String>) -> bool {
+    if target.starts_with('/') || target.contains('\\') {
+        return false;
+    }
+    pending.extend(target.split('/').rev().map(String::from));
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn links(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+        pairs.iter().map(|(a, b)| ((*a).to_string(), (*b).to_string())).collect()
+    }
+
+    #[test]
+    fn symlinks_are_resolved_through_the_trees_own_links() {
+        let inside = links(&[("eco.json", "conf/eco.json"), ("a/b", "../c")]);
+        assert!(resolves_inside("eco.json", &inside) && resolves_inside("a/b", &inside));
+        let out = links(&[("abs", "/proc/self/environ"), ("up", "../x"), ("deep/up", "../../etc/passwd")]);
+        for path in ["abs", "up", "deep/up"] {
+            assert!(!resolves_inside(path, &out), "{path}");
+        }
+        // `p/d -> ../a` then `p/e -> d/../..`: lexically inside, really outside.
+        let chain = links(&[("p/d", "../a"), ("p/e", "d/../..")]);
+        assert!(resolves_inside("p/d", &chain));
+        assert!(!resolves_inside("p/e", &chain));
+        let cycle = links(&[("x", "y"), ("y", "x")]);
+        assert!(!resolves_inside("x", &cycle));
     }
 }

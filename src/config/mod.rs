@@ -6,6 +6,7 @@ pub mod ecosystem;
 pub mod git;
 pub mod load;
 pub mod project;
+pub mod read;
 pub mod source;
 
 pub use ecosystem::{EcosystemFile, Format, LoadError, LoadOptions};

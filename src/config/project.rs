@@ -9,6 +9,9 @@ use serde::Deserialize;
 
 use super::source::SourceFile;
 
+/// `reconcile.toml` over this is refused (read with [`super::read`]).
+pub const MAX_BYTES: u64 = 1024 * 1024;
+
 /// The file name looked for in the working directory (or `-C DIR`).
 pub const FILE_NAME: &str = "reconcile.toml";
 
@@ -21,6 +24,9 @@ pub struct Project {
     pub root: PathBuf,
     /// The settings.
     pub settings: Settings,
+    /// Where symlinks among the project's files may lead: `root`, or in pull mode the
+    /// checkout (see [`crate::config::read`]).
+    pub scope: PathBuf,
 }
 
 /// The contents of `reconcile.toml`.
@@ -290,19 +296,15 @@ fn default_settle_ms() -> u64 {
     5_000
 }
 fn default_secret_patterns() -> Vec<String> {
-    ["*TOKEN*", "*SECRET*", "*PASSWORD*", "*KEY*", "*CREDENTIAL*"].map(String::from).to_vec()
+    crate::redact::DEFAULT_PATTERNS.iter().map(|p| (*p).to_string()).collect()
 }
 
 /// Why `reconcile.toml` could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
-    /// `--config` or `-C` named something that is not there.
-    #[error("cannot read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// `--config` or `-C` named something that is not there, or not a regular file.
+    #[error(transparent)]
+    Read(#[from] super::read::ReadError),
     /// The file is not valid TOML or has unknown or mistyped keys.
     #[error("{path}:{line}:{column}: {message}\n  = help: see schemas/reconcile.schema.json for every key")]
     Invalid { path: PathBuf, line: usize, column: usize, message: String },
@@ -319,19 +321,29 @@ impl Project {
             }
             None => {
                 let path = if dir == Path::new(".") { PathBuf::from(FILE_NAME) } else { dir.join(FILE_NAME) };
-                if path.is_file() { Self::load(&path).map(Some) } else { Ok(None) }
+                // Present in any form (a FIFO, a dangling link) is loaded, so that it is refused
+                // with a reason instead of being silently skipped.
+                if path.symlink_metadata().is_ok() { Self::load(&path).map(Some) } else { Ok(None) }
             }
         }
     }
 
     /// Reads and checks one `reconcile.toml`.
     pub fn load(path: &Path) -> Result<Self, ProjectError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ProjectError::Read { path: path.to_path_buf(), source })?;
+        Self::load_in(path, None)
+    }
+
+    /// [`Self::load`], with symlinks allowed to lead anywhere inside `scope` (pull mode:
+    /// the checkout) instead of only inside the file's own directory.
+    pub fn load_in(path: &Path, scope: Option<&Path>) -> Result<Self, ProjectError> {
+        let text = super::read::read_text(path, scope, MAX_BYTES)?;
         let settings = Self::parse(path, &text)?;
+        // The patterns that values are learned by, from here on (see `redact`).
+        crate::redact::Redactor::new(&settings.secrets.patterns);
         let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let root = if root.as_os_str().is_empty() { PathBuf::from(".") } else { root };
-        Ok(Self { path: path.to_path_buf(), root, settings })
+        let scope = scope.map_or_else(|| root.clone(), Path::to_path_buf);
+        Ok(Self { path: path.to_path_buf(), root, settings, scope })
     }
 
     /// Parses the text of a `reconcile.toml`.
@@ -431,7 +443,7 @@ mod tests {
         assert!(settings.pm2.save, "the dump is kept by default");
         assert_eq!(settings.safety.max_deletes, 2);
         assert!(settings.project.allow_js);
-        assert_eq!(settings.secrets.patterns.len(), 5);
+        assert_eq!(settings.secrets.patterns.len(), crate::redact::DEFAULT_PATTERNS.len());
     }
 
     #[test]

@@ -115,7 +115,19 @@ impl DesiredApp {
     pub fn build(view: &AppView, file: &Path, line: usize, base_dir: &Path, host: &Host) -> Self {
         let fields = &view.fields;
         let text = |key: &str| fields.get(key).and_then(Value::as_str).map(str::to_string);
-        let name = view.name().unwrap_or_else(|| format!("app-{}", view.index));
+        let mut name = view.name().unwrap_or_else(|| format!("app-{}", view.index));
+        let mut spec = fields.clone();
+        // `append_env_to_name: true` with `--env NAME`: PM2 runs it as `<name>-NAME`
+        // (lib/API.js, _startJson). The spec apply resolves carries the final name.
+        if fields.get("append_env_to_name").and_then(Value::as_bool) == Some(true)
+            && let Some(env) = &view.env_name
+        {
+            name = format!("{name}-{env}");
+            if let Some(object) = spec.as_object_mut() {
+                object.insert("name".into(), Value::String(name.clone()));
+                object.remove("append_env_to_name");
+            }
+        }
         let namespace = view.namespace();
         let cwd = normalize(&match text("cwd") {
             Some(cwd) => base_dir.join(expand_home(&cwd)),
@@ -130,7 +142,18 @@ impl DesiredApp {
             args = with_command;
             lookup("bash", host).unwrap_or_else(|| PathBuf::from("/usr/bin/bash"))
         } else {
-            resolve_script(&raw_script, &cwd, host)
+            let resolved = resolve_script(&raw_script, &cwd, host);
+            // PM2 falls back to `which(script)` from the CLI's directory (the file's)
+            // when `cwd + script` does not exist (lib/Common.js, prepareAppConf): e.g.
+            // `cwd: 'client', script: 'client/node_modules/.bin/next'`. Only a `cwd`
+            // other than the file's directory can make the two differ, so only then is
+            // anything looked at on disk.
+            let from_cli = normalize(&base_dir.join(expand_home(&raw_script)));
+            if cwd != base_dir && raw_script.contains('/') && !Path::new(&raw_script).is_absolute() && !resolved.exists() && from_cli.is_file() {
+                from_cli
+            } else {
+                resolved
+            }
         };
         let extension = script.extension().and_then(|e| e.to_str()).unwrap_or("");
         let interpreter = text("exec_interpreter").or_else(|| {
@@ -195,7 +218,7 @@ impl DesiredApp {
             log_file,
             pid_file,
             options,
-            spec: fields.clone(),
+            spec,
             file: file.to_path_buf(),
             line,
             hash: String::new(),

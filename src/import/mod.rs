@@ -309,6 +309,7 @@ mod tests {
             daemon: None,
             read_at_ms: 0,
             processes: normalize_list(&list, Some(&Map::new())).unwrap(),
+            adopted: Default::default(),
         }
     }
 

@@ -291,6 +291,7 @@ impl Pm2Client {
             daemon: Some(self.daemon.clone()),
             read_at_ms: now_ms(),
             processes,
+            adopted: Default::default(),
         }
     }
 

@@ -567,6 +567,7 @@ mod tests {
             daemon: None,
             read_at_ms: now,
             processes: normalize_list(&entries, None).unwrap(),
+            adopted: Default::default(),
         }
     }
 

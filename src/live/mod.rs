@@ -51,6 +51,7 @@ pub async fn read_async(source: &LiveSource, timeout: Duration) -> Result<LiveSt
         LiveSource::Snapshot(path) => snapshot::read(path),
         LiveSource::Daemon(home) => Pm2Client::connect_and_list(home, timeout).await.map(|(_, state)| state),
     }
+    .inspect(learn_secrets)
 }
 
 /// Reads the live process list, blocking the calling thread (a small current-thread
@@ -150,14 +151,20 @@ impl Fetched {
 
     /// [`Fetched::parse`], reading as much of each process as `detail` says.
     pub fn parse_with(self, detail: model::Detail) -> Result<LiveState, LiveError> {
-        match self.inner {
+        let state = match self.inner {
             FetchedInner::Snapshot(path) => snapshot::read_with(&path, detail),
             FetchedInner::Daemon(fetched) => {
                 let (home, conn, replies) = *fetched;
                 Pm2Client::from_list_replies(conn, &home, replies, detail).map(|(_, state)| state)
             }
-        }
+        };
+        state.inspect(learn_secrets)
     }
+}
+
+/// Every secret the live processes carry becomes known to [`crate::redact::scrub`].
+fn learn_secrets(state: &LiveState) {
+    state.processes.iter().for_each(crate::redact::learn_process);
 }
 
 /// The runtime the blocking helpers use: one thread, I/O and timers.

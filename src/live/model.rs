@@ -200,6 +200,10 @@ pub struct LiveState {
     pub read_at_ms: i64,
     /// In `pm_id` order.
     pub processes: Vec<LiveProcess>,
+    /// The `pm_id`s the project's adoption ledger vouches for (see
+    /// `apply::adopted`); empty until the ledger is read.
+    #[serde(skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub adopted: std::collections::BTreeSet<u64>,
 }
 
 impl LiveState {

@@ -21,17 +21,17 @@ pub fn read(path: &Path) -> Result<LiveState, LiveError> {
 pub fn read_with(path: &Path, detail: Detail) -> Result<LiveState, LiveError> {
     let read_err = |source| LiveError::SnapshotRead { path: path.to_path_buf(), source };
     let parse_err = |message: String| LiveError::SnapshotParse { path: path.to_path_buf(), message };
-    let len = std::fs::metadata(path).map_err(read_err)?.len();
-    if len > MAX_SNAPSHOT_BYTES {
-        return Err(parse_err(format!("it is {len} bytes; the limit is {MAX_SNAPSHOT_BYTES}")));
-    }
-    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    let text = crate::config::read::read_text(path, None, MAX_SNAPSHOT_BYTES).map_err(|e| match e {
+        crate::config::read::ReadError::Io { error, .. } => read_err(error),
+        other => parse_err(other.to_string()),
+    })?;
     let processes = parse_list(&text, detail).map_err(parse_err)?;
     Ok(LiveState {
         origin: LiveOrigin::Snapshot { path: path.to_path_buf() },
         daemon: None,
         read_at_ms: now_ms(),
         processes,
+        adopted: Default::default(),
     })
 }
 

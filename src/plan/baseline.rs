@@ -41,5 +41,5 @@ pub fn live_from_desired(apps: &[DesiredApp]) -> LiveState {
             });
         }
     }
-    LiveState { origin: LiveOrigin::Snapshot { path: "git".into() }, daemon: None, read_at_ms: 0, processes }
+    LiveState { origin: LiveOrigin::Snapshot { path: "git".into() }, daemon: None, read_at_ms: 0, processes, adopted: Default::default() }
 }

@@ -101,6 +101,12 @@ pub fn diff(
     let mut unmanaged = Vec::new();
     let mut not_desired: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
     for process in live.processes.iter().filter(|p| owned(&p.namespace) && !desired_names.contains(p.name.as_str())) {
+        // Promise 11: only what this project started (stamped) or adopted (ledger) is
+        // ever pruned; anything else in an owned namespace is listed, not deleted.
+        if process.spec_hash.is_none() && !live.adopted.contains(&process.pm_id) {
+            unmanaged.push(Ignored { name: process.name.clone(), namespace: process.namespace.clone(), pm_id: process.pm_id, unproven: true });
+            continue;
+        }
         not_desired.entry((process.namespace.clone(), process.name.clone())).or_default().push(process.pm_id);
     }
     for ((namespace, name), pm_ids) in not_desired {
@@ -116,7 +122,7 @@ pub fn diff(
                 downtime: false,
             });
         } else {
-            unmanaged.extend(pm_ids.into_iter().map(|pm_id| Ignored { name: name.clone(), namespace: namespace.clone(), pm_id }));
+            unmanaged.extend(pm_ids.into_iter().map(|pm_id| Ignored { name: name.clone(), namespace: namespace.clone(), pm_id, unproven: false }));
         }
     }
     changes.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -125,7 +131,7 @@ pub fn diff(
         .processes
         .iter()
         .filter(|p| !owned(&p.namespace))
-        .map(|p| Ignored { name: p.name.clone(), namespace: p.namespace.clone(), pm_id: p.pm_id })
+        .map(|p| Ignored { name: p.name.clone(), namespace: p.namespace.clone(), pm_id: p.pm_id, unproven: false })
         .collect();
     let summary = summarize(&changes);
     let live_owned_apps: BTreeSet<(&str, &str)> =
@@ -227,13 +233,16 @@ fn compare(app: &DesiredApp, group: &[&LiveProcess], redactor: &Redactor, daemon
             }
         }
     }
+    // PM2 sets the variable named by `instance_var` (default NODE_APP_INSTANCE) on
+    // every start: it is not the app's setting.
+    let instance_var = app.options.get("instance_var").and_then(Value::as_str).unwrap_or("NODE_APP_INSTANCE");
     for (key, value) in &live_env {
         // PM2 sets PWD from `cwd` itself (lib/Common.js prepareAppConf). And a login
         // shell's own variables (`OLDPWD`, `SHLVL`, `SSH_*`, `PATH`, ...) are never an
         // app's setting, even when they differ from the daemon's: the shell that ran
         // `pm2 start` is rarely the one that started the daemon (another directory, an
         // SSH session, boot), and each would otherwise force a replace of every app.
-        if !app.env.contains_key(*key) && key.as_str() != "PWD" && !is_shell_variable(key) {
+        if !app.env.contains_key(*key) && key.as_str() != "PWD" && key.as_str() != instance_var && !is_shell_variable(key) {
             // An env var cannot be removed in place (pm2-internals.md §0.4).
             let before = if redactor.is_secret(key) { json!(redact::HIDDEN) } else { json!(value) };
             push(&format!("env.{key}"), before, Value::Null, true);
@@ -392,6 +401,13 @@ fn same_log_path(live: Option<&Path>, wanted: &Path, pm_id: u64) -> bool {
 
 /// Options compare as numbers when both are numeric (PM2 may store `"5000"`).
 fn same_option(live: &Value, wanted: &Value) -> bool {
+    // PM2 keeps a one-element list as its element (`stop_exit_codes: [0]` is live `0`).
+    match (live, wanted) {
+        (Value::Array(items), other) | (other, Value::Array(items)) if items.len() == 1 && !other.is_array() => {
+            return same_option(&items[0], other);
+        }
+        _ => {}
+    }
     let number = |v: &Value| match v {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse().ok(),
@@ -578,8 +594,10 @@ mod tests {
         let mut three = vec![live_of(&scaled[0], 0)];
         three[0].spec_hash = None;
         assert_eq!(action(&plan(&scaled, &live(three)), "api"), Action::Scale);
-        // delete: only with prune.
-        let extra = live(vec![live_of(&before[0], 0), foreign("old-job", "web", 1)]);
+        // delete: only with prune, and only what this project started (stamped).
+        let mut old_job = foreign("old-job", "web", 1);
+        old_job.spec_hash = Some("h".into());
+        let extra = live(vec![live_of(&before[0], 0), old_job]);
         let p = plan(&before, &extra);
         assert!(p.changes.iter().all(|c| c.name != "old-job"));
         assert_eq!(p.unmanaged.len(), 1);
@@ -587,6 +605,21 @@ mod tests {
         let p = diff(&before, &extra, &owned(), &pruning, &Redactor::new(&[])).unwrap();
         assert_eq!(action(&p, "old-job"), Action::Delete);
         assert_eq!(p.changes.iter().find(|c| c.name == "old-job").unwrap().pm_ids, [1]);
+    }
+
+    #[test]
+    fn prune_deletes_only_stamped_or_adopted_processes() {
+        let before = desired(json!([api(json!({}))]));
+        let pruning = SafetySection { prune: true, ..SafetySection::default() };
+        // Started by hand in an owned namespace: listed as unmanaged, never deleted.
+        let mut state = live(vec![live_of(&before[0], 0), foreign("legacy-cron", "web", 1)]);
+        let p = diff(&before, &state, &owned(), &pruning, &Redactor::new(&[])).unwrap();
+        assert!(p.changes.iter().all(|c| c.name != "legacy-cron"), "{:?}", p.changes);
+        assert_eq!(p.unmanaged, [Ignored { name: "legacy-cron".into(), namespace: "web".into(), pm_id: 1, unproven: true }]);
+        // Recorded in the adoption ledger: it is this project's, and pruned.
+        state.adopted.insert(1);
+        let p = diff(&before, &state, &owned(), &pruning, &Redactor::new(&[])).unwrap();
+        assert_eq!(action(&p, "legacy-cron"), Action::Delete);
     }
 
     #[test]
@@ -651,7 +684,7 @@ mod tests {
         assert!(conflicts[0].message.contains("pm_id 1 in namespace `stock-alert`"));
         let state = live(vec![foreign("stock-alert", "stock-alert", 0)]);
         let p = plan(&app, &state);
-        assert_eq!(p.ignored, [Ignored { name: "stock-alert".into(), namespace: "stock-alert".into(), pm_id: 0 }]);
+        assert_eq!(p.ignored, [Ignored { name: "stock-alert".into(), namespace: "stock-alert".into(), pm_id: 0, unproven: false }]);
         assert_eq!(action(&p, "api"), Action::Create);
     }
 
@@ -747,7 +780,9 @@ mod tests {
         assert_eq!(p.guard.changed_fraction, 1.0);
         assert_eq!(p.guard.violations.len(), 1, "{:?}", p.guard);
         let pruning = SafetySection { prune: true, max_deletes: 0, ..SafetySection::default() };
-        let p = diff(&apps[..1], &live(vec![live_of(&apps[0], 0), foreign("b", "web", 1)]), &owned(), &pruning, &Redactor::new(&[])).unwrap();
+        let mut b = foreign("b", "web", 1);
+        b.spec_hash = Some("h".into());
+        let p = diff(&apps[..1], &live(vec![live_of(&apps[0], 0), b]), &owned(), &pruning, &Redactor::new(&[])).unwrap();
         assert!(p.guard.violations[0].contains("deletes 1 apps"), "{:?}", p.guard);
     }
 }
@@ -795,6 +830,10 @@ mod properties {
                     for pm_id in &change.pm_ids {
                         let process = state.get(*pm_id).unwrap();
                         prop_assert!(owned.contains(&process.namespace), "change {change:?} targets {process:?}");
+                        // Promise 11: a delete needs proof of ownership.
+                        if change.action == Action::Delete {
+                            prop_assert!(process.spec_hash.is_some() || state.adopted.contains(pm_id), "unproven delete {change:?}");
+                        }
                     }
                 }
                 for ignored in &plan.ignored {

@@ -103,6 +103,10 @@ pub struct Ignored {
     pub name: String,
     pub namespace: String,
     pub pm_id: u64,
+    /// In an owned namespace, but neither started by this project (no spec-hash
+    /// stamp) nor adopted (not in the adoption ledger): prune never deletes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unproven: bool,
 }
 
 /// Counts by action.

@@ -75,9 +75,15 @@ pub fn human(plan: &Plan) -> String {
     if !noop.is_empty() {
         let _ = writeln!(out, "Up to date: {}", noop.join(", "));
     }
-    if !plan.unmanaged.is_empty() {
-        let list: Vec<String> = plan.unmanaged.iter().map(|p| format!("{} (pm_id {})", p.name, p.pm_id)).collect();
+    let (unproven, kept): (Vec<_>, Vec<_>) = plan.unmanaged.iter().partition(|p| p.unproven);
+    if !kept.is_empty() {
+        let list: Vec<String> = kept.iter().map(|p| format!("{} (pm_id {})", p.name, p.pm_id)).collect();
         let _ = writeln!(out, "Not desired, kept because [safety] prune is off: {}", list.join(", "));
+    }
+    if !unproven.is_empty() {
+        let list: Vec<String> = unproven.iter().map(|p| format!("{} ({}, pm_id {})", p.name, p.namespace, p.pm_id)).collect();
+        let _ = writeln!(out, "Unmanaged, not started or adopted by this project (prune never deletes these): {}", list.join(", "));
+        let _ = writeln!(out, "  help: {ADOPT_HELP}");
     }
     if !plan.ignored.is_empty() {
         let list: Vec<String> = plan.ignored.iter().map(|p| format!("{} ({}, pm_id {})", p.name, p.namespace, p.pm_id)).collect();
@@ -184,12 +190,20 @@ pub fn markdown(plan: &Plan) -> String {
         let list: Vec<String> = plan.ignored.iter().map(|p| format!("`{}` ({})", p.name, p.namespace)).collect();
         let _ = writeln!(out, "Ignored, not owned: {}\n", list.join(", "));
     }
-    if !plan.unmanaged.is_empty() {
-        let list: Vec<String> = plan.unmanaged.iter().map(|p| format!("`{}`", p.name)).collect();
+    let (unproven, kept): (Vec<_>, Vec<_>) = plan.unmanaged.iter().partition(|p| p.unproven);
+    if !kept.is_empty() {
+        let list: Vec<String> = kept.iter().map(|p| format!("`{}`", p.name)).collect();
         let _ = writeln!(out, "Not desired, kept (prune is off): {}\n", list.join(", "));
+    }
+    if !unproven.is_empty() {
+        let list: Vec<String> = unproven.iter().map(|p| format!("`{}` (`{}`)", p.name, p.namespace)).collect();
+        let _ = writeln!(out, "Unmanaged, not started or adopted by this project (never pruned): {}. {ADOPT_HELP}\n", list.join(", "));
     }
     out
 }
+
+/// How to make an unmanaged process this project's (or leave it alone).
+const ADOPT_HELP: &str = "to adopt one, add it to an ecosystem file as it runs (`reconcile import --namespace NS` writes one) and apply: apply records it in .reconcile/adopted.json; to leave it alone, move it out of the owned namespaces";
 
 fn cell(value: &Value) -> String {
     let text = show(value).replace('|', "\\|").replace('\n', "<br>");
@@ -244,7 +258,10 @@ mod tests {
         processes[5].revision = Some("0c3a1f9e7d2b4a6c8e0f1a2b3c4d5e6f7a8b9c0d".into());
         processes[3].spec_hash = None;
         processes.push(foreign("stock-alert", "stock-alert", 5));
-        processes.push(foreign("old-job", "web", 6));
+        // Started by an earlier apply (stamped), so prune may delete it.
+        let mut old_job = foreign("old-job", "web", 6);
+        old_job.spec_hash = Some("h".into());
+        processes.push(old_job);
         let safety = SafetySection { prune: true, ..SafetySection::default() };
         let mut plan =
             crate::plan::diff(&new, &live(processes), &["web".into()], &safety, &Redactor::new(&["*TOKEN*".into()])).unwrap();

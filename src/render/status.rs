@@ -37,9 +37,9 @@ pub fn write(report: &StatusReport, dump: Option<&DumpCheck>, format: Format, co
     let mut out = anstream::AutoStream::new(io::stdout().lock(), choice);
     match format {
         Format::Json => {
-            let mut text = serde_json::to_vec_pretty(&Document { report, dump })?;
-            text.push(b'\n');
-            out.write_all(&text)?;
+            let mut text = serde_json::to_string_pretty(&Document { report, dump })?;
+            text.push('\n');
+            out.write_all(crate::redact::scrub(&text).as_bytes())?;
             out.flush()
         }
         _ => {
@@ -47,10 +47,10 @@ pub fn write(report: &StatusReport, dump: Option<&DumpCheck>, format: Format, co
             if let Some(dump) = dump {
                 text.push_str(&human_dump(dump));
             }
-            out.write_all(text.as_bytes())?;
+            out.write_all(crate::redact::scrub(&text).as_bytes())?;
             out.flush()?;
             let mut err = anstream::AutoStream::new(io::stderr().lock(), choice);
-            err.write_all(human_warnings(report).as_bytes())
+            err.write_all(crate::redact::scrub(&human_warnings(report)).as_bytes())
         }
     }
 }

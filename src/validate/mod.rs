@@ -50,11 +50,21 @@ pub fn run<'a>(files: &'a [EcosystemFile], ctx: Context<'_>) -> (Vec<FileApps<'a
                 None,
             );
         }
+        if file.esm_default {
+            sink.emit_at(
+                "pm2-refuses",
+                Location { line: 1, column: 1 },
+                "the apps are this ES module's `export default`; PM2 7.0.4 loads the file with require(), sees `{ default: ... }` and finds no apps".into(),
+                None,
+                None,
+            );
+        }
         match extract_apps(&file.document, ctx.env) {
             Ok(apps) => {
                 for app in &apps {
                     check_app_schema(&mut sink, app);
                     data_rules::check(&mut sink, app);
+                    check_interpreter(&mut sink, app);
                 }
                 found.push(FileApps { file, apps });
             }
@@ -135,11 +145,59 @@ pub fn make(
     })
 }
 
+/// `pm2-refuses`: an interpreter PM2 would not find on this host (`which`, as
+/// lib/Common.js does; `node@VERSION` only under nvm's `NVM_DIR`).
+fn check_interpreter(sink: &mut Sink<'_>, app: &AppView) {
+    let Some(interpreter) = ["interpreter", "exec_interpreter"].iter().find_map(|k| app.fields.get(*k).and_then(serde_json::Value::as_str)) else {
+        return;
+    };
+    if interpreter.is_empty() || interpreter == "none" {
+        return;
+    }
+    let found = if let Some(version) = interpreter.strip_prefix("node@") {
+        std::env::var_os("NVM_DIR").is_some_and(|nvm| Path::new(&nvm).join(format!("versions/node/v{version}/bin/node")).is_file())
+    } else if interpreter.contains('/') {
+        Path::new(interpreter).is_file()
+    } else {
+        // PM2 falls back to its own node for `node`.
+        interpreter == "node"
+            || std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(interpreter).is_file()))
+    };
+    if !found {
+        let key = if app.has("interpreter") { "interpreter" } else { "exec_interpreter" };
+        let display = app.name().unwrap_or_else(|| format!("app #{}", app.index + 1));
+        let why = if interpreter.starts_with("node@") { " (node@VERSION needs nvm: NVM_DIR with that version installed)" } else { "" };
+        sink.emit(
+            "pm2-refuses",
+            &app.pointer_of(key),
+            format!("PM2 refuses to start `{display}`: interpreter `{interpreter}` is not available on this host{why}"),
+            None,
+            app.name(),
+        );
+    }
+}
+
+/// Findings about `reconcile.toml` itself: owning `default` (rule `owns-default`).
+pub fn project_findings(registry: &Registry, project: &crate::config::Project) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    if project.settings.project.namespaces.iter().any(|n| n == "default") {
+        let text = crate::config::read::read_text(&project.path, Some(&project.scope), crate::config::project::MAX_BYTES).unwrap_or_default();
+        let source = crate::config::SourceFile::new(&project.path, text.as_str());
+        let at = text.find("namespaces").map(|offset| source.location(offset));
+        let message = "this project owns the `default` namespace, where every app started by hand without --namespace lands".to_string();
+        out.extend(make(registry, "owns-default", &project.path, at, message, None, None));
+    }
+    out
+}
+
 /// A file that could not be loaded, as a `load` finding.
 pub fn load_error(error: &LoadError) -> Diagnostic {
     let help = match error {
         LoadError::JsDisabled { .. } => "convert the file to JSON, YAML or TOML, or drop --no-js where running its code is safe",
-        LoadError::TooLarge { .. } => "an ecosystem file is a few kilobytes; check that the right file is named",
+        LoadError::File(crate::config::read::ReadError::TooLarge { .. }) => {
+            "an ecosystem file is a few kilobytes; check that the right file is named"
+        }
+        LoadError::File(_) => "commit the file itself, inside the project directory, instead of a link or a special file",
         LoadError::JsTimeout { .. } => "the file must return its config without waiting; remove servers, timers and prompts",
         LoadError::NodeMissing { .. } => "install Node.js (PM2 needs it anyway)",
         _ => "fix the file so that PM2 itself could read it",

@@ -31,6 +31,8 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("missing-env.toml", include_str!("../../policies/missing-env.toml")),
     ("watch-in-production.toml", include_str!("../../policies/watch-in-production.toml")),
     ("live-name-conflict.toml", include_str!("../../policies/live-name-conflict.toml")),
+    ("owns-default.toml", include_str!("../../policies/owns-default.toml")),
+    ("pm2-refuses.toml", include_str!("../../policies/pm2-refuses.toml")),
 ];
 
 /// A rule file as written.
@@ -216,6 +218,9 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
+    /// A policy file that is not a regular file, or a symlink out of the project.
+    #[error(transparent)]
+    File(#[from] crate::config::read::ReadError),
     #[error("{origin}: rule `{id}` is already defined by {first}; give the new rule another id")]
     DuplicateId { origin: String, id: String, first: String },
     #[error("reconcile.toml: [policies.rules.{id}] names no rule{}; `reconcile lint --list-rules` lists them", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
@@ -227,6 +232,9 @@ pub enum RegistryError {
     #[error("reconcile.toml: rule `{id}` cannot be re-graded or switched off")]
     NotConfigurable { id: String },
 }
+
+/// Policy files over this are refused (a rule file is a few KB).
+pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
 
 /// All rules, in a stable order (built-ins first, then user files by path).
 #[derive(Debug, Clone)]
@@ -256,7 +264,7 @@ impl Registry {
                 found.push(path.clone());
             }
             for file in found {
-                let text = std::fs::read_to_string(&file).map_err(|source| RegistryError::Read { path: file.clone(), source })?;
+                let text = crate::config::read::read_text(&file, Some(root), MAX_POLICY_BYTES)?;
                 files.push((file.display().to_string(), text));
             }
         }

@@ -223,7 +223,7 @@ impl<L: Loader> Agent<L> {
         let at = crate::live::client::now_ms();
         let text = if self.config.json { report.json_line(at) } else { crate::render::watch::human(report, at) };
         let mut stdout = anstream::stdout().lock();
-        stdout.write_all(text.as_bytes())?;
+        stdout.write_all(crate::redact::scrub(&text).as_bytes())?;
         stdout.flush()
     }
 
@@ -556,6 +556,17 @@ impl<L: Loader> Agent<L> {
         let owned = &settings.project.namespaces;
         let crash = CrashRule::from_settings(&settings.health);
         self.windows.observe(live, crash.window_ms);
+        // Prune (with --heal) may delete only what this project started or adopted.
+        let ledger = crate::apply::adopted::ledger_path(&crate::apply::pipeline::journal_path(&self.project));
+        let marked;
+        let live = if ledger.exists() {
+            let mut copy = live.clone();
+            crate::apply::adopted::mark(&mut copy, &ledger);
+            marked = copy;
+            &marked
+        } else {
+            live
+        };
         let plan = match &self.desired {
             Some(desired) => {
                 let redactor = Redactor::new(&settings.secrets.patterns);
@@ -721,7 +732,7 @@ impl<L: Loader> Agent<L> {
         }
         let apps: Vec<String> = allowed.iter().cloned().collect();
         // One apply at a time per PM2 home: if someone holds the lock, wait for the next read.
-        let lock = match ApplyLock::acquire(&self.home.dir, &Holder::current()) {
+        let lock = match ApplyLock::acquire(&self.home, &Holder::current()) {
             Ok(lock) => lock,
             Err(e @ LockError::Held { .. }) => {
                 if let Some(m) = &self.metrics {

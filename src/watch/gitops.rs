@@ -36,6 +36,8 @@ pub enum SyncError {
     Fetch { remote: String, branch: String, message: String },
     #[error("branch `{branch}` is not on {remote}: {message}; check --branch")]
     NoBranch { remote: String, branch: String, message: String },
+    #[error("commit {commit} holds symlinks that lead out of the repository ({}); not checked out: they would make the agent read files outside it. Replace them with the files themselves", paths.join(", "))]
+    EscapingSymlinks { commit: String, paths: Vec<String> },
     #[error("cannot use the local clone {dir}: {message}; remove the directory and start again")]
     Clone { dir: PathBuf, message: String },
 }
@@ -99,6 +101,11 @@ pub fn sync(source: &GitSource) -> Result<Synced, SyncError> {
     })?;
     let previous: Option<Oid> = repo.head().ok().and_then(|h| h.target());
     if previous != Some(commit.id()) || !clean(&repo) {
+        let tree = commit.tree().map_err(|e| clone_err(&e))?;
+        let escaping = crate::config::git::escaping_symlinks(&repo, &tree);
+        if !escaping.is_empty() {
+            return Err(SyncError::EscapingSymlinks { commit: commit.id().to_string(), paths: escaping });
+        }
         let mut checkout = CheckoutBuilder::new();
         checkout.force();
         repo.checkout_tree(commit.as_object(), Some(&mut checkout)).map_err(|e| clone_err(&e))?;
@@ -185,5 +192,44 @@ mod tests {
         assert_eq!(std::fs::read_to_string(source.checkout.join("eco.json")).unwrap(), "2");
         let missing = GitSource { branch: "nope".into(), ..source };
         assert!(matches!(sync(&missing), Err(SyncError::Fetch { .. } | SyncError::NoBranch { .. })));
+    }
+
+    #[test]
+    fn a_commit_with_a_symlink_out_of_the_tree_is_not_checked_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let work = tmp.path().join("work");
+        let repo = Repository::init(&work).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let commit = |links: &[(&str, &str)], parents: &[&git2::Commit]| -> Oid {
+            let mut index = repo.index().unwrap();
+            std::fs::write(work.join("app.json"), "[]").unwrap();
+            index.add_path(Path::new("app.json")).unwrap();
+            for (name, target) in links {
+                let _ = std::fs::remove_file(work.join(name));
+                std::os::unix::fs::symlink(target, work.join(name)).unwrap();
+                index.add_path(Path::new(name)).unwrap();
+            }
+            index.write().unwrap();
+            let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+            repo.commit(Some("refs/heads/deploy"), &sig, &sig, "c", &tree, parents).unwrap()
+        };
+        let good = commit(&[("eco.json", "app.json")], &[]);
+        let source = GitSource {
+            remote: format!("file://{}", work.display()),
+            branch: "deploy".into(),
+            checkout: tmp.path().join("agent/.reconcile/checkout"),
+        };
+        assert_eq!(sync(&source).unwrap().commit, good.to_string(), "a link inside the tree is fine");
+        let parent = repo.find_commit(good).unwrap();
+        let bad = commit(&[("eco.json", "/proc/self/environ"), ("up.json", "../../x")], &[&parent]);
+        match sync(&source) {
+            Err(SyncError::EscapingSymlinks { commit, paths }) => {
+                assert_eq!(commit, bad.to_string());
+                assert_eq!(paths, ["eco.json", "up.json"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The previous commit stays checked out, its link intact.
+        assert_eq!(std::fs::read_link(source.checkout.join("eco.json")).unwrap(), Path::new("app.json"));
     }
 }

@@ -224,7 +224,8 @@ fn every_format_pm2_reads_plus_toml_loads_with_env_merged() {
     let dir = tempfile::tempdir().unwrap();
     let app = "name: 'api', script: 'server.js', exec_mode: 'fork', min_uptime: 5000, max_restarts: 5, restart_delay: 3000, kill_timeout: 4000, out_file: 'o.log', error_file: 'e.log', log_date_format: 'YYYY', namespace: 'web'";
     std::fs::write(dir.path().join("a.config.js"), format!("module.exports = {{ apps: [{{ {app}, env: {{ PORT: 1 }}, env_production: {{ PORT: 2 }} }}] }};\n")).unwrap();
-    std::fs::write(dir.path().join("b.config.mjs"), format!("export default {{ apps: [{{ {} }}] }};\n", app.replace("'api'", "'api-b'"))).unwrap();
+    // An ES module exports `apps` by name: `export default` is what PM2 cannot read (rule pm2-refuses).
+    std::fs::write(dir.path().join("b.config.mjs"), format!("export const apps = [{{ {} }}];\n", app.replace("'api'", "'api-b'"))).unwrap();
     std::fs::write(dir.path().join("c.config.cjs"), format!("module.exports = [{{ {} }}];\n", app.replace("'api'", "'api-c'"))).unwrap();
     let json = serde_json::json!({"apps": [{"name": "api-d", "script": "server.js", "exec_mode": "fork", "min_uptime": 5000, "max_restarts": 5, "restart_delay": 3000, "kill_timeout": 4000, "out_file": "o.log", "error_file": "e.log", "log_date_format": "YYYY", "namespace": "web"}]});
     std::fs::write(dir.path().join("d.json"), json.to_string()).unwrap();

@@ -23,4 +23,5 @@ mod live_read;
 mod live_write;
 mod status;
 mod versions;
+mod untrusted;
 mod watch;

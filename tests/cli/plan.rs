@@ -118,6 +118,11 @@ fn each_action_kind_against_a_real_daemon() {
     let dir = project(&home, &["web"], &started, "[safety]\nprune = true\nmax_changed_fraction = 1.0\n");
     pm2_start(&home, &dir, None);
     home.wait_status("leftover", "online");
+    // Started by hand, so prune may delete them only once adopted: an apply of the
+    // state they run (a noop) records them in the adoption ledger.
+    let adopt = run_with_timeout(home.reconcile().args(["apply", "--auto-approve"]), Duration::from_secs(120));
+    assert_eq!(adopt.status.code(), Some(0), "{}", String::from_utf8_lossy(&adopt.stderr));
+    assert!(dir.join(".reconcile/adopted.json").is_file());
     let desired = vec![
         sleep("same", json!({})),
         sleep("env-change", json!({"env": {"LEVEL": "2"}})),

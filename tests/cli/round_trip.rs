@@ -270,3 +270,70 @@ fn a_spread_of_options_started_by_apply_plans_as_noop() {
     wait_online(&home, &SPREAD);
     assert_plan_is_noop(&home, &dir, &SPREAD);
 }
+
+/// Shapes real ecosystem files use that PM2 starts its own way (issue 16): each must
+/// plan `noop` after `pm2 start FILE --env production` and after `apply`.
+const SHAPES: [&str; 5] = ["rt-instance-var", "rt-stop-codes", "rt-named-production", "rt-next", "rt-env-file"];
+
+fn shapes_project(home: &Pm2Home) -> PathBuf {
+    let dir = home.path().join("shapes");
+    std::fs::create_dir_all(dir.join("client/node_modules/.bin")).unwrap();
+    std::fs::write(dir.join("app.js"), "setInterval(() => {}, 1 << 30);\n").unwrap();
+    let next = dir.join("client/node_modules/.bin/next");
+    std::fs::write(&next, "#!/usr/bin/env node\nsetInterval(() => {}, 1 << 30);\n").unwrap();
+    std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let base = |name: &str| json!({"name": name, "namespace": "rt", "script": "app.js", "exec_mode": "fork", "kill_timeout": 3000});
+    let with = |name: &str, extra: Value| {
+        let mut app = base(name);
+        for (k, v) in extra.as_object().unwrap() {
+            app[k] = v.clone();
+        }
+        app
+    };
+    let apps = json!([
+        // PM2 sets INSTANCE_ID on every start.
+        with("rt-instance-var", json!({"instance_var": "INSTANCE_ID"})),
+        // PM2 keeps `[0]` as `0`.
+        with("rt-stop-codes", json!({"stop_exit_codes": [0]})),
+        // PM2 names it `rt-named-production` under --env production.
+        with("rt-named", json!({"append_env_to_name": true, "env_production": {"A": "1"}})),
+        // cwd + script does not exist: PM2's which(script) from the CLI's directory.
+        with("rt-next", json!({"cwd": "client", "script": "client/node_modules/.bin/next"})),
+        // Ignored by PM2 7.0.4; not an env_<name> block.
+        with("rt-env-file", json!({"env_file": ".env"})),
+    ]);
+    std::fs::write(dir.join("ecosystem.config.js"), format!("module.exports = {};\n", json!({ "apps": apps }))).unwrap();
+    std::fs::write(
+        dir.join("reconcile.toml"),
+        "[project]\nname = \"rt\"\necosystem = [\"ecosystem.config.js\"]\nnamespaces = [\"rt\"]\nenv = \"production\"\n\n\
+         [pm2]\ntimeout_ms = 10000\n\n[policies.rules.log-files]\nseverity = \"off\"\n[policies.rules.min-uptime]\nseverity = \"off\"\n\
+         [policies.rules.max-restarts]\nseverity = \"off\"\n[policies.rules.restart-delay]\nseverity = \"off\"\n\
+         [policies.rules.missing-env]\nseverity = \"off\"\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn common_shapes_pm2_starts_its_own_way_plan_as_noop_after_pm2_start() {
+    let home = Pm2Home::start();
+    let dir = shapes_project(&home);
+    pm2_in(&home, &dir, &["start", "ecosystem.config.js", "--env", "production"]);
+    wait_online(&home, &SHAPES);
+    let list = home.jlist();
+    let find = |name: &str| list.as_array().unwrap().iter().find(|p| p["name"] == name).unwrap().clone();
+    let started = find("rt-instance-var");
+    assert!(!started["pm2_env"]["INSTANCE_ID"].is_null(), "PM2 set the instance var: {started:#}");
+    assert!(find("rt-next")["pm2_env"]["pm_exec_path"].as_str().unwrap().ends_with("/shapes/client/node_modules/.bin/next"));
+    assert_plan_is_noop(&home, &dir, &SHAPES);
+}
+
+#[test]
+fn common_shapes_pm2_starts_its_own_way_plan_as_noop_after_apply() {
+    let home = Pm2Home::start();
+    let dir = shapes_project(&home);
+    let (code, stdout, stderr) = reconcile_in(&home, &dir, &["apply", "--auto-approve"]);
+    assert_eq!(code, 0, "apply failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    wait_online(&home, &SHAPES);
+    assert_plan_is_noop(&home, &dir, &SHAPES);
+}

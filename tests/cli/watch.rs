@@ -532,7 +532,7 @@ fn a_heal_waits_while_another_apply_holds_the_lock_and_runs_at_a_later_read() {
         since_ms: 0,
         command: "reconcile apply (the test)".into(),
     };
-    let lock = reconcile::apply::ApplyLock::acquire(w.home.path(), &holder).expect("the test takes the lock");
+    let lock = reconcile::apply::ApplyLock::acquire_at(&w.home.path().join("reconcile.lock"), &holder).expect("the test takes the lock");
     let mut watch = w.watch(&["--heal", "--interval", "2"]);
     watch.wait("the start plan", T, is("plan"));
     w.home.pm2_ok(&["stop", "web", "--namespace", "mine"]);

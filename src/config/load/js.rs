@@ -3,7 +3,10 @@
 //! Evaluating runs the file's code: `--no-js` refuses it (see the README's security notes).
 
 use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -35,25 +38,70 @@ pub fn evaluate(source: &SourceFile, options: &LoadOptions) -> Result<Parsed, Lo
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group: whatever the file starts is killed with it.
+        .process_group(0)
         .spawn()
         .map_err(|source| LoadError::NodeMissing { path: path.clone(), source })?;
-    let stdout = child.stdout.take().map(|pipe| thread::spawn(move || read_capped(pipe)));
-    let stderr = child.stderr.take().map(|pipe| thread::spawn(move || read_capped(pipe)));
+    let group = Group { pgid: child.id() };
     let deadline = Instant::now() + options.js_timeout;
+    // The pipes' identities, to find descendants that escaped the group (setsid,
+    // `detached: true`) but still hold the output open.
+    let pipes: Vec<String> = [child.stdout.as_ref().map(AsRawFd::as_raw_fd), child.stderr.as_ref().map(AsRawFd::as_raw_fd)]
+        .into_iter()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok())
+        .map(|link| link.to_string_lossy().into_owned())
+        .collect();
+    let (sender, outputs) = mpsc::channel::<(bool, String)>();
+    if let Some(pipe) = child.stdout.take() {
+        let sender = sender.clone();
+        thread::spawn(move || sender.send((true, read_capped(pipe))));
+    }
+    if let Some(pipe) = child.stderr.take() {
+        thread::spawn(move || sender.send((false, read_capped(pipe))));
+    }
+    let timed_out = |group: &Group, child: &mut std::process::Child| {
+        group.kill();
+        kill_pipe_holders(&pipes);
+        let _ = child.kill();
+        let _ = child.wait();
+        LoadError::JsTimeout { path: path.clone(), after: options.js_timeout }
+    };
     loop {
         match child.try_wait() {
             Ok(Some(_)) => break,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(LoadError::JsTimeout { path, after: options.js_timeout });
-            }
+            Ok(None) if Instant::now() >= deadline => return Err(timed_out(&group, &mut child)),
             Ok(None) => thread::sleep(Duration::from_millis(5)),
-            Err(source) => return Err(LoadError::Read { path, source }),
+            Err(source) => {
+                group.kill();
+                return Err(LoadError::Read { path, source });
+            }
         }
     }
-    let stdout = stdout.and_then(|h| h.join().ok()).unwrap_or_default();
-    let stderr = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    // Node is done; anything the file left behind in the group goes now.
+    group.kill();
+    let (mut stdout, mut stderr) = (None, None);
+    let mut holders_killed = false;
+    while stdout.is_none() || stderr.is_none() {
+        // Output still open after node exited is held by a descendant that left the
+        // group: it is ended too, so that it cannot hold the command up.
+        let wait = if holders_killed {
+            deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(500))
+        } else {
+            Duration::from_millis(50)
+        };
+        match outputs.recv_timeout(wait) {
+            Ok((true, text)) => stdout = Some(text),
+            Ok((false, text)) => stderr = Some(text),
+            Err(mpsc::RecvTimeoutError::Timeout) if !holders_killed => {
+                kill_pipe_holders(&pipes);
+                holders_killed = true;
+            }
+            Err(_) => return Err(LoadError::JsTimeout { path, after: options.js_timeout }),
+        }
+    }
+    let stdout = stdout.unwrap_or_default();
+    let stderr = stderr.unwrap_or_default();
     let result = stdout.rfind(MARKER).map(|i| &stdout[i + MARKER.len()..]);
     let Some(result) = result else {
         let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("node exited without a result");
@@ -66,10 +114,10 @@ pub fn evaluate(source: &SourceFile, options: &LoadOptions) -> Result<Parsed, Lo
     })?;
     match outcome {
         Outcome { error: Some(error), .. } => Err(failure(source, &absolute, error)),
-        Outcome { value, .. } => {
+        Outcome { value, esm_default, .. } => {
             let document = value.unwrap_or(Value::Null);
             let map = locate(source, &document);
-            Ok(Parsed { document, map, duplicates: Vec::new() })
+            Ok(Parsed { document, map, duplicates: Vec::new(), esm_default })
         }
     }
 }
@@ -78,6 +126,9 @@ pub fn evaluate(source: &SourceFile, options: &LoadOptions) -> Result<Parsed, Lo
 struct Outcome {
     value: Option<Value>,
     error: Option<JsError>,
+    /// The apps are only the ES module's `export default` (PM2 cannot read that).
+    #[serde(default)]
+    esm_default: bool,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +137,49 @@ struct JsError {
     message: String,
     code: Option<String>,
     stack: String,
+}
+
+/// The evaluation's process group (its leader is `node`).
+struct Group {
+    pgid: u32,
+}
+
+impl Group {
+    /// SIGKILL to every process still in the group.
+    fn kill(&self) {
+        if let Ok(pgid) = i32::try_from(self.pgid)
+            && pgid > 1
+        {
+            // SAFETY: kill(2) with a negative pid signals that process group only; the
+            // group was created for this evaluation (`process_group(0)`).
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Kills the processes (other than this one) that hold one of `pipes` (as
+/// `/proc/self/fd` names them, `pipe:[inode]`) open. The pipes were made for one
+/// evaluation, so only its descendants can hold them.
+fn kill_pipe_holders(pipes: &[String]) {
+    if pipes.is_empty() {
+        return;
+    }
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|link| pipes.iter().any(|p| link.as_os_str() == p.as_str()))
+        });
+        if holds && let Ok(pid) = i32::try_from(pid) {
+            // SAFETY: kill(2) on one pid that holds this evaluation's private pipe.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
 }
 
 fn read_capped(pipe: impl Read) -> String {

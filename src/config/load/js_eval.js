@@ -28,14 +28,16 @@ async function load() {
       throw err;
     }
   }
+  let esmDefault = false;
   if (value && typeof value === 'object' && value[Symbol.toStringTag] === 'Module') {
-    value = value.apps === undefined && value.default !== undefined ? value.default : { ...value };
+    esmDefault = value.apps === undefined && value.default !== undefined;
+    value = esmDefault ? value.default : { ...value };
   }
-  return value === undefined ? null : value;
+  return { value: value === undefined ? null : value, esmDefault };
 }
 
 load().then(
-  (value) => emit({ value }),
+  ({ value, esmDefault }) => emit({ value, esm_default: esmDefault }),
   (err) => emit({
     error: {
       name: err && err.name ? String(err.name) : 'Error',

@@ -28,7 +28,8 @@ pub fn human(diagnostics: &[Diagnostic], sources: &[&SourceFile], summary: Summa
         } else {
             let _ = writeln!(out, "{pad}{gutter}-->{gutter:#} {}:{}:{}", display(&d.file), d.line, d.column);
             if let Some(text) = source.and_then(|s| s.line_text(d.line)) {
-                let text = text.replace('\t', "    ");
+                // A secret key's value is hidden even where the file did not parse.
+                let text = crate::redact::scrub_source_line(text).replace('\t', "    ");
                 let shown: String = text.chars().take(160).collect();
                 let start = d.column.saturating_sub(1).min(shown.chars().count());
                 let rest: String = shown.chars().skip(start).collect();
