@@ -41,7 +41,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitStatus> {
     };
     let request = Request { project: &project, home: &home, desired: &desired, saved: saved.as_ref().map(|(p, plan)| (p.as_path(), plan)) };
     let options = Options { auto_approve: args.auto_approve, allow_blast_radius: args.allow_blast_radius, rollback: args.rollback, only: None };
-    let mut terminal = Terminal { human: global.format == Format::Human };
+    let mut terminal = Terminal { human: global.format == Format::Human, quiet: global.quiet };
     let runtime = crate::live::runtime().context("starting the async runtime")?;
     let report = runtime.block_on(apply_once(request, &options, &mut terminal))?;
     let journal = report.journal.as_deref().unwrap_or(Path::new(""));
@@ -87,6 +87,8 @@ fn load_saved(path: &Path) -> Result<(PathBuf, Plan)> {
 /// stderr, and the question before acting.
 struct Terminal {
     human: bool,
+    /// `-q`: no progress lines (the plan and the summary stay).
+    quiet: bool,
 }
 
 impl Progress for Terminal {
@@ -102,7 +104,7 @@ impl Progress for Terminal {
     }
 
     fn event(&mut self, event: &Event) {
-        if self.human {
+        if self.human && !self.quiet {
             let mut stderr = anstream::stderr().lock();
             let _ = stderr.write_all(render::apply::progress(event).as_bytes());
         }

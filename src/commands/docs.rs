@@ -5,11 +5,11 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
-use clap::CommandFactory as _;
+
 
 use super::{print, require_format};
 use crate::ExitStatus;
-use crate::cli::{Cli, CompletionsArgs, Format, GlobalArgs, ManArgs, SchemaArgs, SchemaKind};
+use crate::cli::{CompletionsArgs, Format, GlobalArgs, ManArgs, SchemaArgs, SchemaKind};
 use crate::validate::schema::{ECOSYSTEM_SCHEMA, PROJECT_SCHEMA};
 
 /// Prints one JSON Schema, exactly as `lint` uses it.
@@ -29,7 +29,7 @@ pub fn schema(global: &GlobalArgs, args: &SchemaArgs) -> Result<ExitStatus> {
 /// Prints a completion script for `args.shell`.
 pub fn completions(global: &GlobalArgs, args: &CompletionsArgs) -> Result<ExitStatus> {
     require_format("completions", global.format, &[Format::Human])?;
-    let mut command = Cli::command();
+    let mut command = crate::cli::command();
     let mut out = Vec::new();
     clap_complete::generate(args.shell, &mut command, "reconcile", &mut out);
     print(&String::from_utf8_lossy(&out))?;
@@ -39,7 +39,7 @@ pub fn completions(global: &GlobalArgs, args: &CompletionsArgs) -> Result<ExitSt
 /// Prints reconcile(1), or writes every page into `--out DIR`.
 pub fn man(global: &GlobalArgs, args: &ManArgs) -> Result<ExitStatus> {
     require_format("man", global.format, &[Format::Human])?;
-    let command = Cli::command();
+    let command = crate::cli::command();
     match &args.out {
         Some(dir) => write_pages(command, dir)?,
         None => {

@@ -177,12 +177,27 @@ pub fn desired_state(global: &GlobalArgs, project: &Project, env: Option<&str>) 
 /// directory instead of where the files were read (a checkout stands in for it).
 fn desired_state_in(global: &GlobalArgs, project: &Project, env: Option<&str>, resolve_in: Option<&Path>) -> Result<Option<Vec<DesiredApp>>> {
     let checked = check(global, project, env, resolve_in)?;
-    if !checked.findings.is_empty() {
+    let text = findings_for(global, &checked);
+    if !text.is_empty() {
         use std::io::Write;
         let mut stderr = anstream::stderr().lock();
-        stderr.write_all(checked.human.as_bytes())?;
+        stderr.write_all(text.as_bytes())?;
     }
     Ok(checked.desired)
+}
+
+/// What `plan`, `apply` and `watch` print of the checks: every finding when one is an
+/// error (or with `-v`); warnings alone as one line saying how to see them (none with
+/// `-q`). `lint` is the command that shows warnings in full.
+pub fn findings_for(global: &GlobalArgs, checked: &Checked) -> String {
+    let errors = checked.findings.iter().any(|d| d.severity == Severity::Error);
+    if checked.findings.is_empty() || (global.quiet && !errors) {
+        String::new()
+    } else if errors || global.verbose > 0 {
+        checked.human.clone()
+    } else {
+        render::diagnostics::warnings_line(&checked.findings)
+    }
 }
 
 /// The desired state after every check, with the findings kept as data.

@@ -139,6 +139,9 @@ impl Loader for Glue<'_> {
 
     fn check(&mut self, project: &Project) -> Result<Checked> {
         let checked = super::plan::check(self.global, project, self.env.as_deref(), None)?;
-        Ok(Checked { findings: checked.findings, human: checked.human, desired: checked.desired })
+        // Warnings in full only with -v: otherwise the watcher's lint line counts them.
+        let errors = checked.findings.iter().any(|d| d.severity == crate::validate::Severity::Error);
+        let human = if errors || self.global.verbose > 0 { checked.human } else { String::new() };
+        Ok(Checked { findings: checked.findings, human, desired: checked.desired })
     }
 }

@@ -7,7 +7,9 @@ mod support;
 
 mod apply;
 mod ci_examples;
+mod code_scanning;
 mod docs;
+mod exit_codes;
 mod faults;
 mod import;
 mod lint;
