@@ -120,6 +120,7 @@ mod tests {
             live_source: "daemon".into(),
             git_commit: None,
             git_dirty: None,
+            base_commit: None,
             desired_apps: [("api".to_string(), hash.to_string())].into(),
             live: vec![mark(status)],
         };

@@ -121,7 +121,7 @@ enum LiveRead {
 fn make_from_git(global: &GlobalArgs, project: &Project, env: Option<&str>, base: &str, head: Option<&str>) -> Result<Option<Plan>> {
     let root = std::path::absolute(&project.root).context("resolving the project directory")?;
     let base_dir = tempfile_dir("base")?;
-    git::checkout_project(&root, base, base_dir.path())?;
+    let base_commit = git::checkout_project(&root, base, base_dir.path())?;
     let at_base = project_at(project, base_dir.path());
     let Some(before) = desired_state_in(global, &at_base, env, Some(&root))? else {
         return Ok(None);
@@ -147,6 +147,11 @@ fn make_from_git(global: &GlobalArgs, project: &Project, env: Option<&str>, base
         Ok(mut plan) => {
             plan.project.clone_from(&settings.project.name);
             plan.basis.live_source = format!("git {base}");
+            plan.basis.base_commit = Some(base_commit);
+            // The baseline's processes are stand-ins: their ids mean nothing.
+            for change in &mut plan.changes {
+                change.pm_ids.clear();
+            }
             plan.basis.git_commit = commit;
             plan.basis.git_dirty = dirty;
             Ok(Some(plan))

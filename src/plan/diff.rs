@@ -137,6 +137,7 @@ pub fn diff(
         },
         git_commit: None,
         git_dirty: None,
+        base_commit: None,
         desired_apps: desired.iter().map(|d| (d.name.clone(), desired_mark(d))).collect(),
         live: live_marks(live, &owned),
     };
