@@ -13,6 +13,7 @@ mod exit_codes;
 mod faults;
 mod import;
 mod lint;
+mod metrics_format;
 mod plan;
 mod plan_git;
 mod quickstart;
