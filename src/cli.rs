@@ -171,6 +171,18 @@ fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {}", l.trim_start())).collect::<Vec<_>>().join("\n")
 }
 
+/// A command's examples, one a line (the top level's with `None`).
+pub fn examples(command: Option<&str>) -> String {
+    match command {
+        None => EXAMPLES.lines().skip(1).map(str::trim_start).collect::<Vec<_>>().join("\n"),
+        Some(name) => PER_COMMAND
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.examples.lines().map(str::trim_start).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default(),
+    }
+}
+
 /// Whether `command` reads live state, so accepts `--live FILE`.
 pub fn reads_live(command: &str) -> bool {
     PER_COMMAND.iter().any(|p| p.name == command && p.live)
