@@ -118,10 +118,12 @@ fn confirm(plan: &Plan, home: &Pm2Home) -> Result<(), String> {
         return Err("no terminal to confirm on, and --auto-approve was not given; nothing was changed. In CI, review the plan and pass --auto-approve".into());
     }
     let mut stderr = anstream::stderr().lock();
+    // The plan, with its `Plan:` line, is just above: the question does not repeat it.
+    let n = plan.changes.iter().filter(|c| c.action != crate::plan::Action::Noop).count();
     let _ = write!(
         stderr,
-        "\n{}\nApply these changes to the PM2 daemon in {}? Only 'yes' is accepted: ",
-        render::plan::summary_line(plan),
+        "\nApply {} to the PM2 daemon in {}? Only 'yes' is accepted: ",
+        if n == 1 { "this change".to_string() } else { format!("these {n} changes") },
         home.dir.display()
     );
     let _ = stderr.flush();

@@ -16,7 +16,11 @@ pub fn progress(event: &Event) -> String {
                 (None, new) => format!("→ pm_id {}", ids(new)),
             };
             let (mark, s) = if a.error.is_some() { ("✗", style::ERROR) } else { ("•", style::GUTTER) };
-            let mut line = format!("  {s}{mark}{s:#} {:<9} {} ({}) [{target}] {} ms", a.call, a.app, a.action.as_str(), a.duration_ms);
+            let took = match a.batch {
+                Some(n) => format!("{} ms, one call for {n} apps", a.duration_ms),
+                None => format!("{} ms", a.duration_ms),
+            };
+            let mut line = format!("  {s}{mark}{s:#} {:<9} {} ({}) [{target}] {took}", a.call, a.app, a.action.as_str());
             if let Some(error) = &a.error {
                 let _ = write!(line, ": {error}");
             }
@@ -39,6 +43,15 @@ pub fn progress(event: &Event) -> String {
             }
             text
         }
+        Event::GateWaiting { healthy, total, elapsed_ms } => {
+            let s = style::GUTTER;
+            let what = if *total == 1 { "process".to_string() } else { "processes".to_string() };
+            if *elapsed_ms == 0 || (*healthy == 0 && *elapsed_ms < 1000) {
+                format!("  {s}…{s:#} health gate: waiting for {total} {what} to stay online for their min_uptime\n")
+            } else {
+                format!("  {s}…{s:#} health gate: {healthy}/{total} healthy, {}s elapsed\n", elapsed_ms / 1000)
+            }
+        }
         Event::RolledBack { app, pm_ids, error } => match error {
             None => format!("  ↺ rolled back {app}: previous spec running again as pm_id {}\n", ids(pm_ids)),
             Some(e) => format!("  {}✗ rollback of {app} failed:{:#} {e}\n", style::ERROR, style::ERROR),
@@ -51,6 +64,33 @@ fn ids(ids: &[u64]) -> String {
         return "none".into();
     }
     ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::execute::ActionRecord;
+
+    #[test]
+    fn batched_starts_show_the_one_calls_duration_and_the_gate_its_progress() {
+        let record = |app: &str| ActionRecord {
+            app: app.into(),
+            namespace: "web".into(),
+            action: Action::Create,
+            call: "start",
+            pm_id: None,
+            new_pm_ids: vec![3],
+            duration_ms: 120,
+            batch: Some(2),
+            error: None,
+        };
+        let line = anstream::adapter::strip_str(&progress(&Event::Action(record("api")))).to_string();
+        assert_eq!(line, "  • start     api (create) [→ pm_id 3] 120 ms, one call for 2 apps\n");
+        let start = progress(&Event::GateWaiting { healthy: 0, total: 3, elapsed_ms: 0 });
+        assert!(anstream::adapter::strip_str(&start).to_string().contains("waiting for 3 processes to stay online"), "{start}");
+        let later = anstream::adapter::strip_str(&progress(&Event::GateWaiting { healthy: 2, total: 3, elapsed_ms: 10_400 })).to_string();
+        assert_eq!(later, "  … health gate: 2/3 healthy, 10s elapsed\n");
+    }
 }
 
 /// The closing summary: what was done and whether the world is as promised.
