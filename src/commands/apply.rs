@@ -25,7 +25,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitStatus> {
         bail!("apply changes the PM2 daemon, so it cannot run on a --live snapshot; drop --live (use `reconcile plan --live FILE` to preview)");
     }
     let project = open_project(global)?.context(
-        "apply needs a reconcile.toml naming the ecosystem files and the namespaces this project owns; create one, or name it with --config",
+        "apply needs a reconcile.toml naming the ecosystem files and the namespaces this project owns, and there is none here; create one (`reconcile import --namespace NS` writes one from the apps running now), or name it with --config",
     )?;
     let saved = args.plan_file.as_deref().map(load_saved).transpose()?;
     let LiveSource::Daemon(home) = live_source(global, Some(&project))? else {

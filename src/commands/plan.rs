@@ -23,7 +23,7 @@ use crate::validate::{self, Context, Diagnostic, Registry, Severity};
 pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitStatus> {
     require_format("plan", global.format, &[Format::Human, Format::Json, Format::Markdown])?;
     let project = open_project(global)?.context(
-        "plan needs a reconcile.toml naming the ecosystem files and the namespaces this project owns; create one, or name it with --config",
+        "plan needs a reconcile.toml naming the ecosystem files and the namespaces this project owns, and there is none here; create one (`reconcile import --namespace NS` writes one from the apps running now), or name it with --config",
     )?;
     let made = match &args.base {
         Some(base) => make_from_git(global, &project, args.env.as_deref(), base, args.head.as_deref())?,

@@ -125,7 +125,7 @@ impl Loader for Glue<'_> {
                 project
             }
             None => open_project(self.global)?.context(
-                "watch needs a reconcile.toml naming the ecosystem files and the namespaces this project owns; create one, or name it with --config",
+                "watch needs a reconcile.toml naming the ecosystem files and the namespaces this project owns, and there is none here; create one (`reconcile import --namespace NS` writes one from the apps running now), or name it with --config",
             )?,
         };
         let LiveSource::Daemon(home) = live_source(self.global, Some(&project))? else {

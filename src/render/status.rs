@@ -57,8 +57,9 @@ pub fn human(report: &StatusReport) -> String {
     }
     let sum = &report.summary;
     s.push_str(&format!(
-        "{} processes: {} owned, {} ignored, {} online, {} warning{}\n",
+        "{} process{}: {} owned, {} ignored, {} online, {} warning{}\n",
         sum.total,
+        if sum.total == 1 { "" } else { "es" },
         sum.owned,
         sum.ignored,
         sum.online,

@@ -142,6 +142,7 @@ pub fn load_error(error: &LoadError) -> Diagnostic {
         LoadError::TooLarge { .. } => "an ecosystem file is a few kilobytes; check that the right file is named",
         LoadError::JsTimeout { .. } => "the file must return its config without waiting; remove servers, timers and prompts",
         LoadError::NodeMissing { .. } => "install Node.js (PM2 needs it anyway)",
+        _ if !error.path().exists() => "check the path: no such file (with no FILE, `reconcile lint` lints the files named in reconcile.toml)",
         _ => "fix the file so that PM2 itself could read it",
     };
     let message = error.to_string();

@@ -61,3 +61,14 @@ fn a_panic_exits_1_with_a_message() {
     assert!(stderr.contains("internal error (a bug in reconcile"), "{stderr}");
     assert_eq!(stderr.matches("internal error").count(), 1, "reported once: {stderr}");
 }
+
+/// What a newcomer hits first says what to do.
+#[test]
+fn first_contact_messages_say_what_to_do() {
+    let (code, stdout, _) = run(&["lint", "missing.yaml"], &[]);
+    assert_eq!(code, 1);
+    assert!(stdout.contains("check the path: no such file") && !stdout.contains("PM2 itself could read"), "{stdout}");
+    let (code, _, stderr) = run(&["plan"], &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("reconcile import --namespace NS"), "{stderr}");
+}
