@@ -66,33 +66,6 @@ fn ids(ids: &[u64]) -> String {
     ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::apply::execute::ActionRecord;
-
-    #[test]
-    fn batched_starts_show_the_one_calls_duration_and_the_gate_its_progress() {
-        let record = |app: &str| ActionRecord {
-            app: app.into(),
-            namespace: "web".into(),
-            action: Action::Create,
-            call: "start",
-            pm_id: None,
-            new_pm_ids: vec![3],
-            duration_ms: 120,
-            batch: Some(2),
-            error: None,
-        };
-        let line = anstream::adapter::strip_str(&progress(&Event::Action(record("api")))).to_string();
-        assert_eq!(line, "  • start     api (create) [→ pm_id 3] 120 ms, one call for 2 apps\n");
-        let start = progress(&Event::GateWaiting { healthy: 0, total: 3, elapsed_ms: 0 });
-        assert!(anstream::adapter::strip_str(&start).to_string().contains("waiting for 3 processes to stay online"), "{start}");
-        let later = anstream::adapter::strip_str(&progress(&Event::GateWaiting { healthy: 2, total: 3, elapsed_ms: 10_400 })).to_string();
-        assert_eq!(later, "  … health gate: 2/3 healthy, 10s elapsed\n");
-    }
-}
-
 /// The closing summary: what was done and whether the world is as promised.
 pub fn summary(outcome: &Outcome, problems: &[String], elapsed_ms: u128) -> String {
     let mut out = String::new();
@@ -126,4 +99,31 @@ pub fn summary(outcome: &Outcome, problems: &[String], elapsed_ms: u128) -> Stri
     }
     let _ = writeln!(out, "  The apps changed before the failure stay as they are; the journal records every call. Fix the cause and run apply again: it converges.");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::execute::ActionRecord;
+
+    #[test]
+    fn batched_starts_show_the_one_calls_duration_and_the_gate_its_progress() {
+        let record = |app: &str| ActionRecord {
+            app: app.into(),
+            namespace: "web".into(),
+            action: Action::Create,
+            call: "start",
+            pm_id: None,
+            new_pm_ids: vec![3],
+            duration_ms: 120,
+            batch: Some(2),
+            error: None,
+        };
+        let line = anstream::adapter::strip_str(&progress(&Event::Action(record("api")))).to_string();
+        assert_eq!(line, "  • start     api (create) [→ pm_id 3] 120 ms, one call for 2 apps\n");
+        let start = progress(&Event::GateWaiting { healthy: 0, total: 3, elapsed_ms: 0 });
+        assert!(anstream::adapter::strip_str(&start).to_string().contains("waiting for 3 processes to stay online"), "{start}");
+        let later = anstream::adapter::strip_str(&progress(&Event::GateWaiting { healthy: 2, total: 3, elapsed_ms: 10_400 })).to_string();
+        assert_eq!(later, "  … health gate: 2/3 healthy, 10s elapsed\n");
+    }
 }
