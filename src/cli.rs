@@ -2,16 +2,205 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
+
+/// The exit codes, as `--help` and the man page show them.
+pub const EXIT_STATUS: &str = "\
+Exit status:
+  0  success; `plan`: no changes
+  1  any error: lint errors, a refused or failed apply, a daemon fault, a usage error
+     (unknown command or option, bad value), an internal error
+  2  `plan` found changes (no other command exits 2)";
+
+/// The environment `reconcile` reads, for `--help` and the man page.
+pub const ENVIRONMENT: &str = "\
+Environment:
+  PM2_HOME       the PM2 home whose daemon is read (default ~/.pm2; [pm2] home wins)
+  RECONCILE_PM2  the pm2 package directory (or its bin/pm2) whose code reconcile reads
+                 (default: pm2 on PATH)
+  NO_COLOR       no colors in human output (as --color never)
+  RUST_LOG       log filter, e.g. debug or reconcile::live=trace (overrides -v)";
+
+/// Top-level examples.
+pub const EXAMPLES: &str = "\
+Examples:
+  reconcile import --namespace shop          # start from what runs now
+  reconcile lint                             # check the files named in reconcile.toml
+  reconcile plan                             # what apply would do (exit 2: changes)
+  reconcile apply                            # do it, after a confirmation
+  reconcile -C deploy/ plan --base origin/main --format markdown   # a PR comment";
+
+/// What each command accepts of the global options, and its examples: `--help`,
+/// completions and the man pages show a command only what it takes.
+struct PerCommand {
+    name: &'static str,
+    /// The `--format` values it writes (empty: `--format` is hidden and refused).
+    formats: &'static [&'static str],
+    /// Whether it reads live state (`--live FILE`).
+    live: bool,
+    /// Whether it loads ecosystem files (`--no-js`).
+    js: bool,
+    examples: &'static str,
+}
+
+const PER_COMMAND: &[PerCommand] = &[
+    PerCommand {
+        name: "lint",
+        formats: &["human", "json", "sarif", "github"],
+        live: false,
+        js: true,
+        examples: "\
+  reconcile lint                                # the files named in reconcile.toml
+  reconcile --no-js lint ecosystem.config.json  # one file, never running JavaScript
+  reconcile lint --format sarif > reconcile.sarif   # for GitHub code scanning
+  reconcile lint --explain min-uptime           # what a rule checks and how to fix it
+  reconcile lint --list-rules",
+    },
+    PerCommand {
+        name: "plan",
+        formats: &["human", "json", "markdown"],
+        live: true,
+        js: true,
+        examples: "\
+  reconcile plan                                # against the PM2 daemon
+  reconcile plan --env production --out plan.json   # save it for `apply plan.json`
+  reconcile plan --base origin/main --format markdown   # a pull request, no daemon read
+  reconcile plan --live jlist.json              # against a saved `pm2 jlist`",
+    },
+    PerCommand {
+        name: "status",
+        formats: &["human", "json"],
+        live: true,
+        js: false,
+        examples: "\
+  reconcile status
+  reconcile status --format json | jq '.owned[].name'",
+    },
+    PerCommand {
+        name: "apply",
+        formats: &["human", "json"],
+        live: false,
+        js: true,
+        examples: "\
+  reconcile apply                               # shows the plan, asks, applies
+  reconcile apply --auto-approve --rollback     # in CI: no prompt, undo on failure
+  reconcile plan --out plan.json && reconcile apply plan.json   # exactly what was reviewed",
+    },
+    PerCommand {
+        name: "watch",
+        formats: &["human", "json"],
+        live: false,
+        js: true,
+        examples: "\
+  reconcile watch                               # report drift
+  reconcile watch --heal --metrics 127.0.0.1:9464   # heal it; Prometheus at /metrics
+  reconcile watch --git-remote /srv/git/deploy.git --branch main   # pull mode",
+    },
+    PerCommand {
+        name: "import",
+        formats: &["human", "json"],
+        live: true,
+        js: false,
+        examples: "\
+  reconcile import --namespace shop             # ecosystem.config.yaml + reconcile.toml
+  reconcile import --namespace shop,jobs --as js --out deploy/",
+    },
+    PerCommand {
+        name: "schema",
+        formats: &[],
+        live: false,
+        js: false,
+        examples: "\
+  reconcile schema > ecosystem.schema.json      # for an editor's JSON/YAML support
+  reconcile schema config > reconcile.schema.json",
+    },
+    PerCommand {
+        name: "completions",
+        formats: &[],
+        live: false,
+        js: false,
+        examples: "\
+  reconcile completions bash > ~/.local/share/bash-completion/completions/reconcile
+  reconcile completions fish > ~/.config/fish/completions/reconcile.fish
+  reconcile completions zsh > \"${fpath[1]}/_reconcile\"",
+    },
+    PerCommand {
+        name: "man",
+        formats: &[],
+        live: false,
+        js: false,
+        examples: "\
+  reconcile man | man -l -
+  reconcile man --out /usr/local/share/man/man1   # reconcile.1 and reconcile-COMMAND.1",
+    },
+];
+
+/// The whole command line as clap sees it: the derive, plus what each command shows
+/// of the global options and its examples. `--help`, parsing, completions and the man
+/// pages all use this.
+pub fn command() -> clap::Command {
+    let mut command = Cli::command().after_help(format!(
+        "{EXAMPLES}\n\n{EXIT_STATUS}\n\n`reconcile COMMAND --help` shows each command's options and examples; `reconcile man` the manual."
+    ));
+    let global = |id: &str| command.get_arguments().find(|a| a.get_id() == id).cloned().expect("a global option");
+    let (format, live, no_js) = (global("format"), global("live"), global("no_js"));
+    for per in PER_COMMAND {
+        let (format, live, no_js) = (format.clone(), live.clone(), no_js.clone());
+        command = command.mut_subcommand(per.name, |sub| {
+            // A subcommand that defines a global option itself keeps its own copy (clap
+            // propagates only missing ones), so each can narrow or hide it.
+            let format = if per.formats.is_empty() {
+                format.hide(true)
+            } else {
+                format
+                    .value_parser(PossibleValuesParser::new(per.formats).map(|v| Format::from_str(&v, true).unwrap_or(Format::Human)))
+                    .help(format!("Output format: {}", per.formats.join(", ")))
+            };
+            sub.arg(format)
+                .arg(live.hide(!per.live))
+                .arg(no_js.hide(!per.js))
+                .after_help(format!("Examples:\n{}\n\n{EXIT_STATUS}", indent(per.examples)))
+        });
+    }
+    command
+}
+
+/// Each line indented by two spaces (a `\\` line continuation eats the first's).
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {}", l.trim_start())).collect::<Vec<_>>().join("\n")
+}
+
+/// A command's examples, one a line (the top level's with `None`).
+pub fn examples(command: Option<&str>) -> String {
+    match command {
+        None => EXAMPLES.lines().skip(1).map(str::trim_start).collect::<Vec<_>>().join("\n"),
+        Some(name) => PER_COMMAND
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.examples.lines().map(str::trim_start).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default(),
+    }
+}
+
+/// Whether `command` reads live state, so accepts `--live FILE`.
+pub fn reads_live(command: &str) -> bool {
+    PER_COMMAND.iter().any(|p| p.name == command && p.live)
+}
+
+/// Parses the process's arguments with [`command`].
+///
+/// # Errors
+/// A usage error, or the `--help`/`--version` "error" clap uses to print them.
+pub fn parse() -> Result<Cli, clap::Error> {
+    let mut command = command();
+    let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
+}
 
 /// GitOps for PM2: check ecosystem files, plan against the live daemon, apply only scoped changes.
 #[derive(Debug, Parser)]
-#[command(
-    name = "reconcile",
-    version,
-    about,
-    after_help = "Exit codes: 0 success or no changes, 1 any error (lint errors, refused or failed apply), 2 `plan` found changes."
-)]
+#[command(name = "reconcile", version, about)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -40,9 +229,14 @@ pub struct GlobalArgs {
     /// Read live state from this `pm2 jlist` output instead of the PM2 daemon (for CI and examples).
     #[arg(long, global = true, value_name = "FILE")]
     pub live: Option<PathBuf>,
-    /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    /// More detail: lint warnings in full in plan, apply and watch; logging (-v info,
+    /// -vv debug, -vvv trace; RUST_LOG overrides).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Less output: no lint-warning summary and no progress lines; errors, the result
+    /// (the plan, the apply summary, the findings of `lint`) and exit codes stay.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
 }
 
 /// Output formats (DESIGN.md, Contracts).
@@ -116,6 +310,23 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff), or write one page per command into a directory.
     Man(ManArgs),
+}
+
+impl Command {
+    /// The command's name on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Lint(_) => "lint",
+            Self::Plan(_) => "plan",
+            Self::Status(_) => "status",
+            Self::Apply(_) => "apply",
+            Self::Watch(_) => "watch",
+            Self::Import(_) => "import",
+            Self::Schema(_) => "schema",
+            Self::Completions(_) => "completions",
+            Self::Man(_) => "man",
+        }
+    }
 }
 
 /// `reconcile watch`.
@@ -279,6 +490,9 @@ pub struct LintArgs {
     #[arg(long, value_name = "NAME")]
     pub env: Option<String>,
     /// List every rule (built-in and from [policies] paths) with its severity, then exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "explain")]
     pub list_rules: bool,
+    /// Explain one rule (what it checks, why, how to fix, its parameters), then exit.
+    #[arg(long, value_name = "RULE")]
+    pub explain: Option<String>,
 }

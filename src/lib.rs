@@ -29,7 +29,7 @@ pub use exit_status::ExitStatus;
 
 /// Runs one parsed command line and reports a fatal error once, on stderr.
 pub fn run(cli: cli::Cli) -> ExitStatus {
-    init_logging(cli.global.verbose);
+    init_logging(cli.global.verbose, cli.global.quiet);
     match commands::execute(&cli) {
         Ok(status) => status,
         Err(err) => {
@@ -52,16 +52,17 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-/// `-v` raises the level (info, debug, trace); `RUST_LOG` overrides it.
+/// `-v` raises the level (info, debug, trace), `-q` lowers it to errors; `RUST_LOG` overrides it.
 ///
 /// `RUST_LOG` is read as [`Targets`](tracing_subscriber::filter::Targets)
 /// (`debug`, `reconcile::live=trace,warn`), not as an `EnvFilter`: the latter's
 /// span and field matching pulls in full-DFA regex compilation, which every
 /// JSON Schema `pattern` then paid for at startup (about 0.4 ms of a `plan`).
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, quiet: bool) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
     let level = match verbose {
+        0 if quiet => LevelFilter::ERROR,
         0 => LevelFilter::WARN,
         1 => LevelFilter::INFO,
         2 => LevelFilter::DEBUG,

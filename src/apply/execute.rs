@@ -60,6 +60,9 @@ pub enum Event {
     Unhealthy(GateFailure),
     /// An app was restored to its spec from before this apply.
     RolledBack { app: String, pm_ids: Vec<u64>, error: Option<String> },
+    /// The health gate is still waiting (sent when it starts, then every
+    /// [`GATE_REPORT_EVERY`]): for progress lines only, not journaled.
+    GateWaiting { healthy: usize, total: usize, elapsed_ms: u64 },
 }
 
 /// A call about to be made: what, on what, and the process as it was, so that the
@@ -78,6 +81,9 @@ pub struct Intent {
     pub restarts: Option<u64>,
     pub created_at_ms: Option<i64>,
 }
+
+/// How often the health gate says it is still waiting.
+pub const GATE_REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// One PM2 call.
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +104,10 @@ pub struct ActionRecord {
     /// Processes it created.
     pub new_pm_ids: Vec<u64>,
     pub duration_ms: u64,
+    /// Started in one call with this many apps (`start` of several creates): then
+    /// `duration_ms` is that one call's, shared, not this app's alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
     /// Why it failed; `None` on success.
     pub error: Option<String>,
 }
@@ -237,7 +247,7 @@ impl<'a> Executor<'a> {
             Event::Healthy { .. } => self.outcome.healthy += 1,
             Event::Unhealthy(failure) => self.outcome.failures.push(failure),
             Event::RolledBack { app, error: None, .. } => self.outcome.rolled_back.push(app),
-            Event::RolledBack { .. } => {}
+            Event::RolledBack { .. } | Event::GateWaiting { .. } => {}
         }
         result
     }
@@ -252,6 +262,18 @@ impl<'a> Executor<'a> {
         result: Result<Vec<u64>, LiveError>,
     ) -> Result<Vec<u64>, String> {
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.record_timed(change, call, pm_id, (duration_ms, None), result)
+    }
+
+    /// As [`Self::record`], with the duration measured by the caller (a batch's one call).
+    fn record_timed(
+        &mut self,
+        change: &Change,
+        call: &'static str,
+        pm_id: Option<u64>,
+        (duration_ms, batch): (u64, Option<usize>),
+        result: Result<Vec<u64>, LiveError>,
+    ) -> Result<Vec<u64>, String> {
         let (new_pm_ids, error) = match &result {
             Ok(ids) => (ids.clone(), None),
             Err(e) => (Vec::new(), Some(e.to_string())),
@@ -271,6 +293,7 @@ impl<'a> Executor<'a> {
             pm_id,
             new_pm_ids,
             duration_ms,
+            batch,
             error: error.clone(),
         };
         self.emit(Event::Action(record))?;
@@ -447,13 +470,16 @@ impl<'a> Executor<'a> {
                 return self.record(batch[0].0, "start", None, started, Err(e)).map(|_| ());
             }
         };
-        // One read served them all; each start is timed from the batch's start.
+        // One call started them all: each record carries that call's duration, measured
+        // once (timing each from the batch's start made them add up).
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let size = (batch.len() > 1).then_some(batch.len());
         let mut first_error = None;
         for (i, ((change, app, _), result)) in batch.into_iter().zip(results).enumerate() {
             self.seq = first_seq + i as u64;
             let unanswered = unanswered(&result);
             let timed_out = matches!(&result, Err(e) if outcome_unknown(e));
-            match self.record(change, "start", None, started, result) {
+            match self.record_timed(change, "start", None, (duration_ms, size), result) {
                 Ok(ids) => {
                     for pm_id in ids {
                         self.wait_for(app, pm_id, Some(0));
@@ -586,8 +612,17 @@ impl<'a> Executor<'a> {
     /// ready, for `wait_ready` — for its `min_uptime`, then not crash within the settle
     /// window. A process that fails is stopped at once, so it cannot loop.
     async fn gate(&mut self) -> Result<(), String> {
+        let gate_started = Instant::now();
+        let total = self.pending.len();
+        let mut reported: Option<Instant> = None;
         while !self.pending.is_empty() {
             let state = self.fresh_list().await.map_err(|e| format!("health gate: {e}"))?;
+            let now = Instant::now();
+            if reported.is_none_or(|at| now.duration_since(at) >= GATE_REPORT_EVERY) {
+                reported = Some(now);
+                let elapsed_ms = u64::try_from(now.duration_since(gate_started).as_millis()).unwrap_or(u64::MAX);
+                self.emit(Event::GateWaiting { healthy: total - self.pending.len(), total, elapsed_ms })?;
+            }
             let mut still = Vec::new();
             for mut p in std::mem::take(&mut self.pending) {
                 match p.watch.observe(Sample::of(&state, p.pm_id, &p.app).as_ref()) {

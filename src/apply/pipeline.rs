@@ -275,6 +275,9 @@ pub async fn apply_once(request: Request<'_>, options: &Options, progress: &mut 
     let outcome = {
         let mut observe = |event: &Event| {
             progress.event(event);
+            if matches!(event, Event::GateWaiting { .. }) {
+                return Ok(()); // progress only: the journal has the gate's verdicts
+            }
             journal.record(event_name(event), serde_json::to_value(event).unwrap_or(Value::Null))
         };
         let executor = Executor::new(&mut client, &exec_settings, &mut observe);
@@ -394,6 +397,7 @@ fn event_name(event: &Event) -> &'static str {
         Event::Healthy { .. } => "healthy",
         Event::Unhealthy(_) => "unhealthy",
         Event::RolledBack { .. } => "rolled_back",
+        Event::GateWaiting { .. } => "gate_waiting",
     }
 }
 

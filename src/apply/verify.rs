@@ -162,6 +162,7 @@ mod tests {
             pm2_version: None,
             git_commit: None,
             git_dirty: None,
+            base_commit: None,
             desired_apps: [("api".to_string(), hash.to_string())].into(),
             live: vec![mark(status)],
         };

@@ -26,7 +26,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitStatus> {
         bail!("apply changes the PM2 daemon, so it cannot run on a --live snapshot; drop --live (use `reconcile plan --live FILE` to preview)");
     }
     let project = open_project(global)?.context(
-        "apply needs a reconcile.toml naming the ecosystem files and the namespaces this project owns; create one, or name it with --config",
+        "apply needs a reconcile.toml naming the ecosystem files and the namespaces this project owns, and there is none here; create one (`reconcile import --namespace NS` writes one from the apps running now), or name it with --config",
     )?;
     let saved = args.plan_file.as_deref().map(load_saved).transpose()?;
     let LiveSource::Daemon(home) = live_source(global, Some(&project))? else {
@@ -42,7 +42,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> Result<ExitStatus> {
     };
     let request = Request { project: &project, home: &home, desired: &desired, saved: saved.as_ref().map(|(p, plan)| (p.as_path(), plan)) };
     let options = Options { auto_approve: args.auto_approve, allow_blast_radius: args.allow_blast_radius, rollback: args.rollback, only: None, restart: args.restart.clone() };
-    let mut terminal = Terminal { human: global.format == Format::Human };
+    let mut terminal = Terminal { human: global.format == Format::Human, quiet: global.quiet };
     let runtime = crate::live::runtime().context("starting the async runtime")?;
     let report = runtime.block_on(apply_once(request, &options, &mut terminal))?;
     let journal = report.journal.as_deref().unwrap_or(Path::new(""));
@@ -114,6 +114,8 @@ fn load_saved(path: &Path) -> Result<(PathBuf, Plan)> {
 /// stderr, and the question before acting.
 struct Terminal {
     human: bool,
+    /// `-q`: no progress lines (the plan and the summary stay).
+    quiet: bool,
 }
 
 impl Progress for Terminal {
@@ -129,7 +131,7 @@ impl Progress for Terminal {
     }
 
     fn event(&mut self, event: &Event) {
-        if self.human {
+        if self.human && !self.quiet {
             let mut stderr = anstream::stderr().lock();
             let _ = stderr.write_all(crate::redact::scrub(&render::apply::progress(event)).as_bytes());
         }
@@ -143,10 +145,12 @@ fn confirm(plan: &Plan, home: &Pm2Home) -> Result<(), String> {
         return Err("no terminal to confirm on, and --auto-approve was not given; nothing was changed. In CI, review the plan and pass --auto-approve".into());
     }
     let mut stderr = anstream::stderr().lock();
+    // The plan, with its `Plan:` line, is just above: the question does not repeat it.
+    let n = plan.changes.iter().filter(|c| c.action != crate::plan::Action::Noop).count();
     let _ = write!(
         stderr,
-        "\n{}\nApply these changes to the PM2 daemon in {}? Only 'yes' is accepted: ",
-        render::plan::summary_line(plan),
+        "\nApply {} to the PM2 daemon in {}? Only 'yes' is accepted: ",
+        if n == 1 { "this change".to_string() } else { format!("these {n} changes") },
         home.dir.display()
     );
     let _ = stderr.flush();

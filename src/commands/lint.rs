@@ -22,6 +22,14 @@ pub fn run(global: &GlobalArgs, args: &LintArgs) -> Result<ExitStatus> {
         None => (&default_policies, PathBuf::from(".")),
     };
     let registry = Registry::load(policies, &root)?;
+    if let Some(id) = &args.explain {
+        let Some(rule) = registry.rules.iter().find(|r| r.id() == id) else {
+            let known: Vec<&str> = registry.rules.iter().map(crate::validate::Rule::id).collect();
+            anyhow::bail!("no rule `{id}`; the rules are: {} (`reconcile lint --list-rules` describes them)", known.join(", "));
+        };
+        print(&diagnostics::explain(rule))?;
+        return Ok(ExitStatus::Success);
+    }
     if args.list_rules {
         print(&diagnostics::rules_table(&registry))?;
         return Ok(ExitStatus::Success);
@@ -66,8 +74,8 @@ pub fn run(global: &GlobalArgs, args: &LintArgs) -> Result<ExitStatus> {
     let sources: Vec<_> = loaded.iter().map(|f| &f.source).chain(&unloaded_sources).collect();
     let text = match global.format {
         Format::Json => diagnostics::json(&findings, summary),
-        Format::Sarif => diagnostics::sarif(&findings, &registry),
-        Format::Github => diagnostics::github(&findings),
+        Format::Sarif => diagnostics::sarif(&findings, &registry, &diagnostics::SourceRoot::discover()),
+        Format::Github => diagnostics::github(&findings, &diagnostics::SourceRoot::discover()),
         _ => diagnostics::human(&findings, &sources, summary),
     };
     print(&text)?;

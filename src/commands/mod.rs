@@ -27,6 +27,10 @@ pub fn execute(cli: &Cli) -> Result<ExitStatus> {
     if let Some(dir) = &cli.global.directory {
         std::env::set_current_dir(dir).with_context(|| format!("cannot change to directory {} (-C)", dir.display()))?;
     }
+    let name = cli.command.name();
+    if cli.global.live.is_some() && !matches!(cli.command, Command::Apply(_) | Command::Watch(_)) && !crate::cli::reads_live(name) {
+        anyhow::bail!("`{name}` reads no live state, so --live does not apply to it; drop --live (it is for plan, status and import)");
+    }
     match &cli.command {
         Command::Lint(args) => lint::run(&cli.global, args),
         Command::Status(args) => status::run(cli, args),

@@ -23,7 +23,7 @@ use crate::validate::{self, Context, Diagnostic, Registry, Severity};
 pub fn run(global: &GlobalArgs, args: &PlanArgs) -> Result<ExitStatus> {
     require_format("plan", global.format, &[Format::Human, Format::Json, Format::Markdown])?;
     let project = open_project(global)?.context(
-        "plan needs a reconcile.toml naming the ecosystem files and the namespaces this project owns; create one, or name it with --config",
+        "plan needs a reconcile.toml naming the ecosystem files and the namespaces this project owns, and there is none here; create one (`reconcile import --namespace NS` writes one from the apps running now), or name it with --config",
     )?;
     let made = match &args.base {
         Some(base) => make_from_git(global, &project, args.env.as_deref(), base, args.head.as_deref())?,
@@ -123,7 +123,7 @@ enum LiveRead {
 fn make_from_git(global: &GlobalArgs, project: &Project, env: Option<&str>, base: &str, head: Option<&str>) -> Result<Option<Plan>> {
     let root = std::path::absolute(&project.root).context("resolving the project directory")?;
     let base_dir = tempfile_dir("base")?;
-    git::checkout_project(&root, base, base_dir.path())?;
+    let base_commit = git::checkout_project(&root, base, base_dir.path())?;
     let at_base = project_at(project, base_dir.path());
     let Some(mut before) = desired_state_in(global, &at_base, env, Some(&root))? else {
         return Ok(None);
@@ -154,6 +154,11 @@ fn make_from_git(global: &GlobalArgs, project: &Project, env: Option<&str>, base
         Ok(mut plan) => {
             plan.project.clone_from(&settings.project.name);
             plan.basis.live_source = format!("git {base}");
+            plan.basis.base_commit = Some(base_commit);
+            // The baseline's processes are stand-ins: their ids mean nothing.
+            for change in &mut plan.changes {
+                change.pm_ids.clear();
+            }
             plan.basis.git_commit = commit;
             plan.basis.git_dirty = dirty;
             Ok(Some(plan))
@@ -185,12 +190,27 @@ pub fn desired_state(global: &GlobalArgs, project: &Project, env: Option<&str>) 
 /// directory instead of where the files were read (a checkout stands in for it).
 fn desired_state_in(global: &GlobalArgs, project: &Project, env: Option<&str>, resolve_in: Option<&Path>) -> Result<Option<Vec<DesiredApp>>> {
     let checked = check(global, project, env, resolve_in)?;
-    if !checked.findings.is_empty() {
+    let text = findings_for(global, &checked);
+    if !text.is_empty() {
         use std::io::Write;
         let mut stderr = anstream::stderr().lock();
-        stderr.write_all(crate::redact::scrub(&checked.human).as_bytes())?;
+        stderr.write_all(crate::redact::scrub(&text).as_bytes())?;
     }
     Ok(checked.desired)
+}
+
+/// What `plan`, `apply` and `watch` print of the checks: every finding when one is an
+/// error (or with `-v`); warnings alone as one line saying how to see them (none with
+/// `-q`). `lint` is the command that shows warnings in full.
+pub fn findings_for(global: &GlobalArgs, checked: &Checked) -> String {
+    let errors = checked.findings.iter().any(|d| d.severity == Severity::Error);
+    if checked.findings.is_empty() || (global.quiet && !errors) {
+        String::new()
+    } else if errors || global.verbose > 0 {
+        checked.human.clone()
+    } else {
+        render::diagnostics::warnings_line(&checked.findings)
+    }
 }
 
 /// The desired state after every check, with the findings kept as data.

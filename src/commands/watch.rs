@@ -127,7 +127,7 @@ impl Loader for Glue<'_> {
                 project
             }
             None => open_project(self.global)?.context(
-                "watch needs a reconcile.toml naming the ecosystem files and the namespaces this project owns; create one, or name it with --config",
+                "watch needs a reconcile.toml naming the ecosystem files and the namespaces this project owns, and there is none here; create one (`reconcile import --namespace NS` writes one from the apps running now), or name it with --config",
             )?,
         };
         let LiveSource::Daemon(home) = live_source(self.global, Some(&project))? else {
@@ -141,6 +141,9 @@ impl Loader for Glue<'_> {
 
     fn check(&mut self, project: &Project) -> Result<Checked> {
         let checked = super::plan::check(self.global, project, self.env.as_deref(), None)?;
-        Ok(Checked { findings: checked.findings, human: checked.human, desired: checked.desired })
+        // Warnings in full only with -v: otherwise the watcher's lint line counts them.
+        let errors = checked.findings.iter().any(|d| d.severity == crate::validate::Severity::Error);
+        let human = if errors || self.global.verbose > 0 { checked.human } else { String::new() };
+        Ok(Checked { findings: checked.findings, human, desired: checked.desired })
     }
 }

@@ -224,7 +224,11 @@ fn import_group(group: &[&LiveProcess], daemon_home: Option<&Path>, redactor: &R
         fields.insert((*key).to_string(), value);
     }
     for (key, value) in &first.options {
-        if UPDATE_OPTIONS.contains(&key.as_str())
+        // A key written above (cwd, script, a log path...) is imported, whatever the
+        // options also hold for it.
+        if fields.contains_key(key)
+            || matches!(key.as_str(), "cwd" | "script" | "name" | "namespace" | "exec_mode" | "instances" | "args" | "node_args" | "interpreter" | "env")
+            || UPDATE_OPTIONS.contains(&key.as_str())
             || RUNTIME_KEYS.contains(&key.as_str())
             || !is_known_key(key)
             || value.is_null()

@@ -147,6 +147,7 @@ pub fn diff(
         pm2_version: live.daemon.as_ref().map(|d| d.version.clone()).filter(|v| !v.is_empty()),
         git_commit: None,
         git_dirty: None,
+        base_commit: None,
         desired_apps: desired.iter().map(|d| (d.name.clone(), desired_mark(d))).collect(),
         live: live_marks(live, &owned),
     };

@@ -150,6 +150,9 @@ pub struct Basis {
     pub git_commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_dirty: Option<bool>,
+    /// `plan --base REF`: the commit REF resolved to (the baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_commit: Option<String>,
     /// Each desired app's spec hash, by name: says which app moved.
     #[serde(default)]
     pub desired_apps: std::collections::BTreeMap<String, String>,
@@ -190,6 +193,13 @@ pub struct Plan {
     pub summary: Summary,
     pub guard: Guard,
     pub basis: Basis,
+}
+
+impl Basis {
+    /// The git ref the plan compares against (`plan --base REF`), when no daemon was read.
+    pub fn git_baseline(&self) -> Option<&str> {
+        self.live_source.strip_prefix("git ")
+    }
 }
 
 impl Plan {

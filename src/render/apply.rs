@@ -19,7 +19,11 @@ pub fn progress(event: &Event) -> String {
             };
             let (mark, s) = if a.error.is_some() { ("✗", style::ERROR) } else { ("•", style::GUTTER) };
             let why = if a.action == Action::Noop { "health gate" } else { a.action.as_str() };
-            let mut line = format!("  {s}{mark}{s:#} {:<9} {} ({why}) [{target}] {} ms", a.call, a.app, a.duration_ms);
+            let took = match a.batch {
+                Some(n) => format!("{} ms, one call for {n} apps", a.duration_ms),
+                None => format!("{} ms", a.duration_ms),
+            };
+            let mut line = format!("  {s}{mark}{s:#} {:<9} {} ({why}) [{target}] {took}", a.call, a.app);
             if let Some(error) = &a.error {
                 let _ = write!(line, ": {error}");
             }
@@ -46,6 +50,15 @@ pub fn progress(event: &Event) -> String {
                 let _ = writeln!(text, "      error log: {} (more: `pm2 logs {} --err`)", path.display(), f.app);
             }
             text
+        }
+        Event::GateWaiting { healthy, total, elapsed_ms } => {
+            let s = style::GUTTER;
+            let what = if *total == 1 { "process".to_string() } else { "processes".to_string() };
+            if *elapsed_ms == 0 || (*healthy == 0 && *elapsed_ms < 1000) {
+                format!("  {s}…{s:#} health gate: waiting for {total} {what} to stay online for their min_uptime\n")
+            } else {
+                format!("  {s}…{s:#} health gate: {healthy}/{total} healthy, {}s elapsed\n", elapsed_ms / 1000)
+            }
         }
         Event::RolledBack { app, pm_ids, error } => match error {
             None => format!("  ↺ rolled back {app}: previous spec running again as pm_id {}\n", ids(pm_ids)),
@@ -97,4 +110,31 @@ pub fn summary(outcome: &Outcome, problems: &[String], elapsed_ms: u128) -> Stri
     }
     let _ = writeln!(out, "  The apps changed before the failure stay as they are; the journal records every call. Fix the cause and run apply again: it converges.");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::execute::ActionRecord;
+
+    #[test]
+    fn batched_starts_show_the_one_calls_duration_and_the_gate_its_progress() {
+        let record = |app: &str| ActionRecord {
+            app: app.into(),
+            namespace: "web".into(),
+            action: Action::Create,
+            call: "start",
+            pm_id: None,
+            new_pm_ids: vec![3],
+            duration_ms: 120,
+            batch: Some(2),
+            error: None,
+        };
+        let line = anstream::adapter::strip_str(&progress(&Event::Action(record("api")))).to_string();
+        assert_eq!(line, "  • start     api (create) [→ pm_id 3] 120 ms, one call for 2 apps\n");
+        let start = progress(&Event::GateWaiting { healthy: 0, total: 3, elapsed_ms: 0 });
+        assert!(anstream::adapter::strip_str(&start).to_string().contains("waiting for 3 processes to stay online"), "{start}");
+        let later = anstream::adapter::strip_str(&progress(&Event::GateWaiting { healthy: 2, total: 3, elapsed_ms: 10_400 })).to_string();
+        assert_eq!(later, "  … health gate: 2/3 healthy, 10s elapsed\n");
+    }
 }

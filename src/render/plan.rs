@@ -7,6 +7,7 @@ use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 
 use crate::plan::{Action, AttributeChange, Change, Plan};
+use crate::redact;
 use crate::render::style;
 
 /// The closing line, as terraform prints it.
@@ -38,10 +39,23 @@ fn action_style(action: Action) -> anstyle::Style {
     }
 }
 
+/// A value as plans show it: JSON, except that nothing is `(none)` and a redacted
+/// secret is a label, not a quoted string that reads as the literal value.
 fn show(value: &Value) -> String {
     match value {
         Value::Null => "(none)".into(),
+        Value::String(s) if s == redact::HIDDEN => "(sensitive)".into(),
+        Value::String(s) if s == redact::CHANGED => "(sensitive, changed)".into(),
         other => other.to_string(),
+    }
+}
+
+/// What the plan compares against, in words, for the header of each rendering.
+fn baseline(plan: &Plan) -> String {
+    match plan.basis.git_baseline() {
+        Some(base) => format!("the desired state at {base} (no PM2 daemon read)"),
+        None if plan.basis.live_source == "snapshot" => "the processes in a `pm2 jlist` file (--live)".into(),
+        None => "the live processes of the PM2 daemon".into(),
     }
 }
 
@@ -52,7 +66,7 @@ pub fn human(plan: &Plan) -> String {
     let owned = plan.namespaces.join(", ");
     let project = plan.project.as_deref().map(|p| format!("{p}, ")).unwrap_or_default();
     let pm2 = plan.basis.pm2_version.as_deref().map(|v| format!(", PM2 {v}")).unwrap_or_default();
-    let _ = writeln!(out, "{bold}reconcile plan{bold:#} ({project}owned namespaces: {owned}; live state from the {}{pm2})\n", plan.basis.live_source);
+    let _ = writeln!(out, "{bold}reconcile plan{bold:#} ({project}owned namespaces: {owned}; compared with {}{pm2})\n", baseline(plan));
     let mut shown = 0;
     for change in plan.changes.iter().filter(|c| c.action != Action::Noop) {
         shown += 1;
@@ -69,24 +83,30 @@ pub fn human(plan: &Plan) -> String {
         out.push('\n');
     }
     if shown == 0 {
-        let _ = writeln!(out, "  No changes: the live processes match the desired state.\n");
+        let _ = writeln!(out, "  {}\n", no_changes(plan));
     }
     let noop: Vec<&str> = plan.changes.iter().filter(|c| c.action == Action::Noop).map(|c| c.name.as_str()).collect();
     if !noop.is_empty() {
         let _ = writeln!(out, "Up to date: {}", noop.join(", "));
     }
+    // Under --base the baseline's processes are stand-ins: their pm_ids mean nothing.
+    let ids = plan.basis.git_baseline().is_none();
     let (unproven, kept): (Vec<_>, Vec<_>) = plan.unmanaged.iter().partition(|p| p.unproven);
     if !kept.is_empty() {
-        let list: Vec<String> = kept.iter().map(|p| format!("{} (pm_id {})", p.name, p.pm_id)).collect();
+        let list: Vec<String> = kept.iter().map(|p| if ids { format!("{} (pm_id {})", p.name, p.pm_id) } else { p.name.clone() }).collect();
         let _ = writeln!(out, "Not desired, kept because [safety] prune is off: {}", list.join(", "));
     }
     if !unproven.is_empty() {
-        let list: Vec<String> = unproven.iter().map(|p| format!("{} ({}, pm_id {})", p.name, p.namespace, p.pm_id)).collect();
+        let list: Vec<String> = unproven.iter().map(|p| if ids { format!("{} ({}, pm_id {})", p.name, p.namespace, p.pm_id) } else { format!("{} ({})", p.name, p.namespace) }).collect();
         let _ = writeln!(out, "Unmanaged, not started or adopted by this project (prune never deletes these): {}", list.join(", "));
         let _ = writeln!(out, "  help: {ADOPT_HELP}");
     }
     if !plan.ignored.is_empty() {
-        let list: Vec<String> = plan.ignored.iter().map(|p| format!("{} ({}, pm_id {})", p.name, p.namespace, p.pm_id)).collect();
+        let list: Vec<String> = plan
+            .ignored
+            .iter()
+            .map(|p| if ids { format!("{} ({}, pm_id {})", p.name, p.namespace, p.pm_id) } else { format!("{} ({})", p.name, p.namespace) })
+            .collect();
         let _ = writeln!(out, "Ignored, not owned (never touched): {}", list.join(", "));
     }
     for violation in &plan.guard.violations {
@@ -103,6 +123,16 @@ fn downtime(change: &Change) -> &'static str {
         (false, _) => "",
         (true, Action::Replace) => " (downtime: deleted, then started)",
         (true, _) => " (downtime: a fork app restarts)",
+    }
+}
+
+/// How to make an unmanaged process this project's (or leave it alone).
+const ADOPT_HELP: &str = "to adopt one, add it to an ecosystem file as it runs (`reconcile import --namespace NS` writes one) and apply: apply records it in .reconcile/adopted.json; to leave it alone, move it out of the owned namespaces";
+
+fn no_changes(plan: &Plan) -> String {
+    match plan.basis.git_baseline() {
+        Some(base) => format!("No changes: the desired state is the same as at {base}."),
+        None => "No changes: the live processes match the desired state.".into(),
     }
 }
 
@@ -141,73 +171,201 @@ fn write_attribute(out: &mut String, change: &Change, attribute: &AttributeChang
     }
 }
 
-/// For a pull-request comment: a summary table, then the details of each change.
+/// Plans with at most this many attribute lines are shown open in the comment; larger
+/// ones fold each app's details (the summary table stays open).
+const OPEN_LINES: usize = 40;
+
+/// The hidden line that identifies a project's comment, so CI can update it in place
+/// (`<!-- reconcile-plan: NAME -->`; the name reduced to `[A-Za-z0-9._-]`).
+pub fn marker(plan: &Plan) -> String {
+    let name: String = plan
+        .project
+        .as_deref()
+        .unwrap_or("reconcile")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .collect();
+    format!("<!-- reconcile-plan: {name} -->")
+}
+
+/// For a pull-request comment (GitHub and Gitea markdown): a hidden marker, the
+/// summary, what was compared (base and head commits), a table of the apps that
+/// change, and every attribute in a ```` ```diff ```` block, open for small plans.
+/// Everything that comes from the desired or live state is escaped: in code spans and
+/// blocks whose fences outgrow any backticks inside, `|` and newlines escaped in
+/// table cells, so no value can end a span, a cell or a block, or carry raw HTML.
 pub fn markdown(plan: &Plan) -> String {
     let mut out = String::new();
     let s = plan.summary;
-    let project = plan.project.as_deref().unwrap_or("reconcile");
-    let _ = writeln!(out, "### `reconcile plan`: {project}\n");
-    let _ = writeln!(out, "{}\n", summary_line(plan));
-    let _ = writeln!(out, "| create | update | replace | scale | delete | unchanged |\n|---:|---:|---:|---:|---:|---:|");
-    let _ = writeln!(out, "| {} | {} | {} | {} | {} | {} |\n", s.create, s.update, s.replace, s.scale, s.delete, s.noop);
+    let _ = writeln!(out, "{}", marker(plan));
+    let title = plan.project.as_deref().map(|p| format!(": {}", code(p))).unwrap_or_default();
+    let _ = writeln!(out, "### reconcile plan{title}\n");
+    let unchanged = if s.noop > 0 { format!(" {} unchanged.", s.noop) } else { String::new() };
+    let _ = writeln!(out, "**{}**{unchanged}\n", summary_line(plan));
+    let _ = writeln!(out, "{}\n", compared(plan));
     for violation in &plan.guard.violations {
-        let _ = writeln!(out, "> [!WARNING]\n> **Blast-radius guard:** {violation}. `apply` must refuse this plan.\n");
+        let _ = writeln!(out, "> [!WARNING]\n> **Blast-radius guard:** {}. `apply` refuses this plan unless given `--allow-blast-radius`.\n", text(violation));
     }
     let changes: Vec<&Change> = plan.changes.iter().filter(|c| c.action != Action::Noop).collect();
     if changes.is_empty() {
-        let _ = writeln!(out, "No changes: the live processes match the desired state.\n");
+        let _ = writeln!(out, "{}\n", no_changes(plan));
     } else {
-        let _ = writeln!(out, "| | app | namespace | action | attributes |\n|---|---|---|---|---|");
+        let _ = writeln!(out, "| action | app | namespace | what changes |\n| --- | --- | --- | --- |");
         for change in &changes {
-            let forcing: Vec<String> =
-                change.attributes.iter().filter(|a| a.forces_replacement).map(|a| format!("`{}`", a.path)).collect();
-            let mut note = if forcing.is_empty() { String::new() } else { format!(" (forced by {})", forcing.join(", ")) };
-            if change.downtime {
-                note.push_str(" (downtime)");
-            }
             let _ = writeln!(
                 out,
-                "| `{}` | `{}` | `{}` | **{}**{note} | {} |",
-                change.action.symbol(),
-                change.name,
-                change.namespace,
+                "| {} **{}**{} | {} | {} | {} |",
+                code(change.action.symbol()),
                 change.action.as_str(),
-                change.attributes.len()
+                if change.downtime { " (downtime)" } else { "" },
+                code(&change.name),
+                code(&change.namespace),
+                what_changes(change)
             );
         }
         out.push('\n');
-        for change in changes.iter().filter(|c| !c.attributes.is_empty()) {
-            let _ = writeln!(out, "<details><summary><code>{}</code> {}</summary>\n", change.name, verb(change.action));
-            let _ = writeln!(out, "| attribute | before | after | |\n|---|---|---|---|");
-            for a in &change.attributes {
-                let forces = if a.forces_replacement { "forces replacement" } else { "" };
-                let _ = writeln!(out, "| `{}` | {} | {} | {forces} |", a.path, cell(&a.before), cell(&a.after));
+        let lines: usize = changes.iter().map(|c| c.attributes.len() + 1).sum();
+        if lines <= OPEN_LINES {
+            let body: String = changes.iter().map(|c| diff_lines(c)).collect();
+            out.push_str(&fenced("diff", &body));
+        } else {
+            for change in &changes {
+                let _ = writeln!(out, "<details><summary>{} {}</summary>\n", code(&change.name), verb(change.action));
+                out.push_str(&fenced("diff", &diff_lines(change)));
+                let _ = writeln!(out, "</details>\n");
             }
-            let _ = writeln!(out, "\n</details>\n");
         }
-    }
-    if !plan.ignored.is_empty() {
-        let list: Vec<String> = plan.ignored.iter().map(|p| format!("`{}` ({})", p.name, p.namespace)).collect();
-        let _ = writeln!(out, "Ignored, not owned: {}\n", list.join(", "));
     }
     let (unproven, kept): (Vec<_>, Vec<_>) = plan.unmanaged.iter().partition(|p| p.unproven);
     if !kept.is_empty() {
-        let list: Vec<String> = kept.iter().map(|p| format!("`{}`", p.name)).collect();
-        let _ = writeln!(out, "Not desired, kept (prune is off): {}\n", list.join(", "));
+        let list: Vec<String> = kept.iter().map(|p| code(&p.name)).collect();
+        let _ = writeln!(out, "Not desired, kept because `[safety] prune` is off: {}\n", list.join(", "));
     }
     if !unproven.is_empty() {
-        let list: Vec<String> = unproven.iter().map(|p| format!("`{}` (`{}`)", p.name, p.namespace)).collect();
-        let _ = writeln!(out, "Unmanaged, not started or adopted by this project (never pruned): {}. {ADOPT_HELP}\n", list.join(", "));
+        let list: Vec<String> = unproven.iter().map(|p| format!("{} ({})", code(&p.name), code(&p.namespace))).collect();
+        let _ = writeln!(out, "Unmanaged, not started or adopted by this project (never pruned): {}. {}\n", list.join(", "), text(ADOPT_HELP));
+    }
+    if !plan.ignored.is_empty() {
+        let list: Vec<String> = plan.ignored.iter().map(|p| format!("{} ({})", code(&p.name), code(&p.namespace))).collect();
+        let _ = writeln!(out, "Not owned, never touched: {}\n", list.join(", "));
     }
     out
 }
 
-/// How to make an unmanaged process this project's (or leave it alone).
-const ADOPT_HELP: &str = "to adopt one, add it to an ecosystem file as it runs (`reconcile import --namespace NS` writes one) and apply: apply records it in .reconcile/adopted.json; to leave it alone, move it out of the owned namespaces";
+/// The comparison line: the baseline, then the base and head commits.
+fn compared(plan: &Plan) -> String {
+    let short = |c: &str| code(&c.chars().take(12).collect::<String>());
+    let head = match (&plan.basis.git_commit, plan.basis.git_dirty) {
+        (Some(commit), Some(true)) => format!("{} with uncommitted changes", short(commit)),
+        (Some(commit), _) => short(commit),
+        (None, _) => "the working tree (not a git repository)".into(),
+    };
+    match plan.basis.git_baseline() {
+        Some(base) => {
+            let at = plan.basis.base_commit.as_deref().map(|c| format!(" ({})", short(c))).unwrap_or_default();
+            format!(
+                "Base: the desired state at {}{at}. Head: {head}. No PM2 daemon was read: this is what the change does to the desired state; `apply` plans again against the live processes.",
+                code(base)
+            )
+        }
+        None => format!("Compared with {}. Desired state: {head}.", baseline(plan)),
+    }
+}
 
-fn cell(value: &Value) -> String {
-    let text = show(value).replace('|', "\\|").replace('\n', "<br>");
-    format!("`{text}`")
+/// The table's last column: the attributes that change (the first few), and which
+/// force a replacement.
+fn what_changes(change: &Change) -> String {
+    const SHOWN: usize = 4;
+    if change.action == Action::Delete {
+        return "not desired (prune)".into();
+    }
+    if change.action == Action::Create {
+        return "new app".into();
+    }
+    if change.attributes.is_empty() {
+        return match change.reason {
+            Some(crate::plan::model::Reason::NotRunning) => "not running".into(),
+            Some(crate::plan::model::Reason::SpecHashChanged) => "spec changed (not visible in PM2's fields)".into(),
+            _ => String::new(),
+        };
+    }
+    let mut parts: Vec<String> = change
+        .attributes
+        .iter()
+        .take(SHOWN)
+        .map(|a| if a.forces_replacement { format!("{} (forces replacement)", code(&a.path)) } else { code(&a.path) })
+        .collect();
+    if change.attributes.len() > SHOWN {
+        parts.push(format!("{} more", change.attributes.len() - SHOWN));
+    }
+    parts.join(", ")
+}
+
+/// One app in the diff block: a `@@` header, then `-` before and `+` after per attribute.
+fn diff_lines(change: &Change) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "@@ {} {} ({}) {} @@", change.action.symbol(), one_line(&change.name), one_line(&change.namespace), verb(change.action));
+    for a in &change.attributes {
+        let forces = if a.forces_replacement { "   # forces replacement" } else { "" };
+        let path = one_line(&a.path);
+        let had = !a.before.is_null() && change.action != Action::Create;
+        if a.after.is_null() {
+            let _ = writeln!(out, "-   {path}: {}{forces}", one_line(&show(&a.before)));
+            continue;
+        }
+        if had {
+            let _ = writeln!(out, "-   {path}: {}", one_line(&show(&a.before)));
+        }
+        let _ = writeln!(out, "+   {path}: {}{forces}", one_line(&show(&a.after)));
+    }
+    out
+}
+
+/// Control characters (newlines above all) as escapes, so a value stays on its line.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| match c {
+            '\n' => "\\n".chars().collect::<Vec<_>>(),
+            '\r' => "\\r".chars().collect(),
+            '\t' => "\\t".chars().collect(),
+            c if c.is_control() => c.escape_unicode().collect(),
+            c => vec![c],
+        })
+        .collect()
+}
+
+/// The longest run of backticks in `text`.
+fn longest_backtick_run(text: &str) -> usize {
+    text.split(|c| c != '`').map(str::len).max().unwrap_or(0)
+}
+
+/// A fenced code block whose fence is longer than any backtick run inside, so the
+/// content cannot close it.
+fn fenced(info: &str, body: &str) -> String {
+    let fence = "`".repeat(longest_backtick_run(body).max(2) + 1);
+    format!("{fence}{info}\n{body}{fence}\n\n")
+}
+
+/// A code span for a table cell or a sentence: on one line, `|` escaped (GFM tables
+/// split on it even inside spans), delimiters longer than any backtick run inside.
+fn code(text: &str) -> String {
+    let inner = one_line(text).replace('|', "\\|");
+    let ticks = "`".repeat(longest_backtick_run(&inner) + 1);
+    let pad = if inner.starts_with('`') || inner.ends_with('`') || inner.is_empty() { " " } else { "" };
+    format!("{ticks}{pad}{inner}{pad}{ticks}")
+}
+
+/// Plain text from data: every ASCII punctuation character backslash-escaped (so no
+/// emphasis, link, HTML or table syntax), on one line.
+fn text(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in one_line(raw).chars() {
+        if c.is_ascii_punctuation() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The plan model as JSON (the `plan --format json` contract and the saved plan).
@@ -277,5 +435,97 @@ mod tests {
     #[test]
     fn markdown_rendering() {
         insta::assert_snapshot!(markdown(&every_kind()));
+    }
+
+    /// Values a pull request controls, each trying to escape its code span, table
+    /// cell or code block, or to carry HTML.
+    const HOSTILE: [&str; 4] = ["a|b`c <b>x</b>", "``` <img src=x onerror=alert(1)>", "line\n<script>x</script>", "-->"];
+
+    fn hostile_plan() -> Plan {
+        let env: serde_json::Map<String, Value> =
+            HOSTILE.iter().enumerate().map(|(i, v)| (format!("K{i}"), json!(v))).collect();
+        let app = json!({"name": "api", "namespace": "web", "script": "server.js", "exec_mode": "fork", "env": env});
+        let mut before = app.clone();
+        before["env"] = json!({"K0": "plain", "API_TOKEN": "s3cret-old"});
+        let mut after = app;
+        after["env"]["API_TOKEN"] = json!("s3cret-new");
+        let fresh = json!({"name": "job`<i>|", "namespace": "web", "script": "job.js", "exec_mode": "fork", "env": {"V": "x|`y`|<u>z</u>"}});
+        let old = desired(json!([before]));
+        let new = desired(json!([after, fresh]));
+        let processes = old.iter().enumerate().map(|(i, d)| live_of(d, i as u64)).collect();
+        let mut plan = crate::plan::diff(&new, &live(processes), &["web".into()], &SafetySection::default(), &Redactor::new(&["*TOKEN*".into()]))
+            .unwrap();
+        plan.project = Some("shop --> <b>".into());
+        plan.basis.git_commit = Some("0123456789abcdef0123".into());
+        plan.basis.git_dirty = Some(false);
+        plan
+    }
+
+    /// The comment as GitHub renders it (CommonMark with GFM tables) has no element a
+    /// value put there: the only HTML is the marker comment and `<details>` we write.
+    #[test]
+    fn markdown_escapes_hostile_values() {
+        let text = markdown(&hostile_plan());
+        insta::assert_snapshot!(text);
+        let mut options = pulldown_cmark::Options::empty();
+        options.insert(pulldown_cmark::Options::ENABLE_TABLES);
+        let mut html = String::new();
+        let mut raw_html = Vec::new();
+        let events: Vec<_> = pulldown_cmark::Parser::new_ext(&text, options).collect();
+        for event in &events {
+            if let pulldown_cmark::Event::Html(h) | pulldown_cmark::Event::InlineHtml(h) = event {
+                raw_html.push(h.to_string());
+            }
+        }
+        pulldown_cmark::html::push_html(&mut html, events.into_iter());
+        assert_eq!(raw_html, vec!["<!-- reconcile-plan: shop_--___b_ -->\n".to_string()], "{html}");
+        for tag in ["<b>", "<i>", "<u>", "<img", "<script"] {
+            assert!(!html.contains(tag), "{tag} rendered as HTML:\n{html}");
+        }
+        // Each table row keeps its four cells, whatever the values held.
+        for row in html.split("<tr>").skip(1) {
+            assert_eq!(row.matches("<td>").count() + row.matches("<th>").count(), 4, "{row}");
+        }
+        // The values are all there, as text.
+        assert!(html.contains("a|b`c &lt;b&gt;x&lt;/b&gt;"), "{html}");
+        // Secrets: a label, never the value, never a quoted "(sensitive)".
+        assert!(!text.contains("s3cret") && !text.contains("\"(sensitive"), "{text}");
+        assert!(text.contains("API_TOKEN: (sensitive)"), "{text}");
+    }
+
+    #[test]
+    fn markdown_has_a_marker_commits_and_an_open_diff_for_small_plans() {
+        let text = markdown(&hostile_plan());
+        assert!(text.starts_with("<!-- reconcile-plan: "), "{text}");
+        assert!(text.contains("0123456789ab"), "{text}");
+        assert!(text.contains("```diff\n") || text.contains("````diff\n"), "{text}");
+        assert!(!text.contains("<details>"), "a small plan is shown open:\n{text}");
+    }
+
+    /// `plan --base`: no daemon was read, so no pm_ids and no claim about live processes.
+    #[test]
+    fn base_plans_say_what_the_baseline_is() {
+        let mut plan = every_kind();
+        plan.basis.live_source = "git origin/main".into();
+        plan.basis.base_commit = Some("fedcba9876543210".into());
+        plan.basis.git_commit = Some("0123456789abcdef".into());
+        for change in &mut plan.changes {
+            change.pm_ids.clear();
+        }
+        let md = markdown(&plan);
+        let human = anstream::adapter::strip_str(&human(&plan)).to_string();
+        for text in [&md, &human] {
+            assert!(!text.contains("pm_id"), "{text}");
+            assert!(!text.contains("live processes match"), "{text}");
+            assert!(text.contains("origin/main"), "{text}");
+        }
+        assert!(md.contains("fedcba987654") && md.contains("No PM2 daemon was read"), "{md}");
+        let mut same = plan.clone();
+        same.changes.retain(|c| c.action == Action::Noop);
+        assert!(human_no_changes(&same).contains("the same as at origin/main"));
+    }
+
+    fn human_no_changes(plan: &Plan) -> String {
+        anstream::adapter::strip_str(&human(plan)).to_string()
     }
 }

@@ -74,8 +74,9 @@ pub fn human(report: &StatusReport) -> String {
     let sum = &report.summary;
     let daemon = report.daemon.as_ref().map(|d| format!(" (PM2 {})", d.version)).unwrap_or_default();
     s.push_str(&format!(
-        "{} processes: {} owned, {} ignored, {} online, {} warning{}{daemon}\n",
+        "{} process{}: {} owned, {} ignored, {} online, {} warning{}{daemon}\n",
         sum.total,
+        if sum.total == 1 { "" } else { "es" },
         sum.owned,
         sum.ignored,
         sum.online,

@@ -41,7 +41,7 @@ fn describe(report: &Report) -> (anstyle::Style, String, Vec<String>) {
             let text = if *errors > 0 {
                 format!("{errors} error(s), {warnings} warning(s): nothing is planned or healed until they are fixed")
             } else {
-                format!("no errors, {warnings} warning(s)")
+                format!("no errors, {warnings} warning(s) (`reconcile lint` shows them, or watch -v)")
             };
             let more = human.lines().map(str::to_string).collect();
             (if *errors > 0 { bad } else { plain }, text, more)

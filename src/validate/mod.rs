@@ -200,6 +200,7 @@ pub fn load_error(error: &LoadError) -> Diagnostic {
         LoadError::File(_) => "commit the file itself, inside the project directory, instead of a link or a special file",
         LoadError::JsTimeout { .. } => "the file must return its config without waiting; remove servers, timers and prompts",
         LoadError::NodeMissing { .. } => "install Node.js (PM2 needs it anyway)",
+        _ if !error.path().exists() => "check the path: no such file (with no FILE, `reconcile lint` lints the files named in reconcile.toml)",
         _ => "fix the file so that PM2 itself could read it",
     };
     let message = error.to_string();

@@ -655,6 +655,7 @@ impl<L: Loader> Agent<L> {
                 *counts.entry(d.reason).or_default() += 1;
             }
             m.set_drift(&counts);
+            m.set_app_drift(self.drifts.values());
             m.set_restarts(live, owned);
             if plan.is_some() {
                 m.planned(now_ms / 1000);

@@ -111,6 +111,9 @@ fn creates_then_updates_one_app_in_place_and_a_second_apply_does_nothing() {
     let first = w.apply(&[]);
     expect(&first, 0);
     assert!(first.2.contains("healthy   web"), "{}", first.2);
+    // Progress: the gate says it is waiting, and the plan's `Plan:` line appears once.
+    assert!(first.2.contains("health gate: waiting for 2 processes"), "{}", first.2);
+    assert_eq!(format!("{}{}", first.1, first.2).matches("Plan: ").count(), 1, "{}\n{}", first.1, first.2);
     let ours = w.ours();
     assert_eq!(ours.len(), 2, "{ours:?}");
     assert!(ours.iter().all(|p| p.4 == "online"), "{ours:?}");

@@ -133,3 +133,77 @@ fn man_is_roff_with_every_command() {
     assert!(import.contains("\\-\\-namespace") && import.contains("\\-\\-force"), "{import}");
     assert!(out.join("reconcile.1").is_file());
 }
+
+/// Every page has the sections a man page reader looks for; each command's page shows
+/// its own examples and only the options it takes.
+#[test]
+fn man_pages_have_exit_status_environment_files_examples_and_see_also() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("man1");
+    let (code, _, stderr) = run(&["man", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let mut pages = vec!["reconcile".to_string()];
+    pages.extend(commands().iter().map(|c| format!("reconcile-{c}")));
+    for name in &pages {
+        let page = std::fs::read_to_string(out.join(format!("{name}.1"))).unwrap();
+        for section in [".SH EXAMPLES", ".SH \"EXIT STATUS\"", ".SH ENVIRONMENT", ".SH FILES", ".SH \"SEE ALSO\""] {
+            assert!(page.contains(section), "{name}.1 has no {section}");
+        }
+        for variable in ["PM2_HOME", "NO_COLOR", "RECONCILE_PM2"] {
+            assert!(page.contains(variable), "{name}.1 does not mention {variable}");
+        }
+        assert!(page.contains("usage error"), "{name}.1: the exit codes");
+    }
+    let plan = std::fs::read_to_string(out.join("reconcile-plan.1")).unwrap();
+    assert!(plan.contains("reconcile plan \\-\\-base origin/main \\-\\-format markdown"), "{plan}");
+    for quiet in ["schema", "completions", "man"] {
+        let page = std::fs::read_to_string(out.join(format!("reconcile-{quiet}.1"))).unwrap();
+        assert!(!page.contains("\\-\\-live") && !page.contains("\\-\\-format"), "reconcile-{quiet}.1 shows options it does not take");
+    }
+}
+
+/// `--help` of each command: examples, the exit status, and only what it accepts.
+#[test]
+fn each_commands_help_has_examples_and_only_its_own_options() {
+    for command in commands() {
+        let (code, help, _) = run(&[&command, "--help"]);
+        assert_eq!(code, 0);
+        assert!(help.contains("Examples:\n  reconcile "), "{command} --help has no examples:\n{help}");
+        assert!(help.contains("Exit status:"), "{command} --help: no exit status");
+    }
+    for quiet in ["schema", "completions", "man"] {
+        let (_, help, _) = run(&[quiet, "--help"]);
+        assert!(!help.contains("--live") && !help.contains("--format"), "{quiet} --help:\n{help}");
+    }
+    let (_, lint, _) = run(&["lint", "--help"]);
+    assert!(lint.contains("Output format: human, json, sarif, github") && !lint.contains("--live"), "{lint}");
+    let (_, plan, _) = run(&["plan", "--help"]);
+    assert!(plan.contains("Output format: human, json, markdown") && plan.contains("--live"), "{plan}");
+    // What a command does not take is refused, not ignored.
+    let (code, _, stderr) = run(&["--live", "x.json", "schema"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--live does not apply"), "{stderr}");
+    let (code, _, stderr) = run(&["plan", "--format", "sarif"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("possible values: human, json, markdown"), "{stderr}");
+}
+
+/// fish: values, not file names, for `schema` and `completions`; no hidden options.
+#[test]
+fn fish_completes_values_not_files_where_a_command_takes_no_file() {
+    let (_, fish, _) = run(&["completions", "fish"]);
+    let schema: Vec<&str> = fish.lines().filter(|l| l.contains("__fish_reconcile_using_subcommand schema\"")).collect();
+    assert!(schema.iter().any(|l| l.contains(" -f -a \"ecosystem\\t")), "{schema:#?}");
+    assert!(!schema.iter().any(|l| l.contains("-l live") || l.contains("-l format")), "{schema:#?}");
+    let shells: Vec<&str> = fish.lines().filter(|l| l.contains("__fish_reconcile_using_subcommand completions\"")).collect();
+    assert!(shells.iter().any(|l| l.contains(" -f -a \"") && l.contains("bash") && l.contains("fish")), "{shells:#?}");
+    // lint takes files: no -f for it.
+    assert!(!fish.lines().any(|l| l.ends_with("__fish_reconcile_using_subcommand lint\" -f")), "lint takes file names");
+    // fish itself reads the script, when it is installed.
+    if std::process::Command::new("fish").arg("--version").output().is_ok() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("r.fish"), &fish).unwrap();
+        let out = run_with_timeout(std::process::Command::new("fish").arg("--no-execute").arg(dir.path().join("r.fish")), Duration::from_secs(30));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}

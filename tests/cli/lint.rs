@@ -258,7 +258,8 @@ fn sarif_is_a_valid_2_1_0_log_whose_results_name_listed_rules() {
         assert!(matches!(result["level"].as_str(), Some("error" | "warning")));
         let region = &result["locations"][0]["physicalLocation"]["region"];
         assert!(region["startLine"].as_u64().unwrap() >= 1);
-        assert_eq!(result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"], "ecosystem.config.cjs");
+        // Relative to the repository root, as code scanning matches them against the diff.
+        assert_eq!(result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"], "examples/c3-backend/ecosystem.config.cjs");
     }
 }
 
@@ -269,12 +270,17 @@ fn github_format_writes_one_annotation_per_finding() {
     output.expect_code(1);
     let line = line_of(&dir.join("ecosystem.config.cjs"), "restart_delay: 1000");
     assert!(output.stdout.lines().all(|l| l.starts_with("::error ") || l.starts_with("::warning ")), "{output:#?}");
-    assert!(output.stdout.contains(&format!("::error file=ecosystem.config.cjs,line={line},col=7,title=reconcile restart-delay::")), "{output:#?}");
+    assert!(output.stdout.contains(&format!("::error file=examples/c3-backend/ecosystem.config.cjs,line={line},col=7,title=reconcile restart-delay::")), "{output:#?}");
 }
 
 #[test]
 fn lint_refuses_formats_it_does_not_write() {
     let output = reconcile_in(&repo().join("examples/c3-backend"), &["lint", "--format", "markdown"]);
+    output.expect_code(1);
+    // After the command, clap refuses it with the formats lint writes.
+    assert!(output.stderr.contains("invalid value 'markdown'") && output.stderr.contains("sarif"), "{output:#?}");
+    // Before it, lint itself does.
+    let output = reconcile_in(&repo().join("examples/c3-backend"), &["--format", "markdown", "lint"]);
     output.expect_code(1);
     assert!(output.stderr.contains("does not write --format markdown"), "{output:#?}");
 }

@@ -193,7 +193,10 @@ fn saved_plans_record_their_basis_and_never_hold_secrets() {
         for secret in ["tok-old-123", "tok-new-789", "pw-old-456"] {
             assert!(!text.contains(secret), "{format} shows a secret: {text}");
         }
-        assert!(text.contains("(sensitive value changed)"), "{format}: {text}");
+        // JSON keeps the redaction marker; people see it as a label, not a quoted value.
+        let label = if format == "json" { "(sensitive value changed)" } else { "API_TOKEN: (sensitive) → (sensitive, changed)" };
+        let label = if format == "markdown" { "+   env.API_TOKEN: (sensitive, changed)" } else { label };
+        assert!(text.contains(label), "{format}: {text}");
     }
     let saved = std::fs::read_to_string(dir.join("plan.json")).unwrap();
     assert!(!saved.contains("tok-") && !saved.contains("pw-old"), "{saved}");

@@ -84,7 +84,13 @@ fn base_plans_what_the_working_tree_or_head_changes() {
     command.current_dir(dir.join("deploy")).args(["plan", "--base", "main", "--format", "markdown"]);
     let out = run(command, Duration::from_secs(60));
     out.expect_code(2);
-    assert!(out.stdout.contains("| `~` | `api` | `web` | **update** (downtime) | 1 |"), "a fork app restarts: {}", out.stdout);
+    assert!(out.stdout.contains("| `~` **update** (downtime) | `api` | `web` |"), "a fork app restarts: {}", out.stdout);
+    // What it was compared with: the base ref and both commits, no daemon, no pm_ids.
+    let base = q["basis"]["base_commit"].as_str().unwrap();
+    assert!(out.stdout.contains(&base[..12]) && out.stdout.contains(&q["basis"]["git_commit"].as_str().unwrap()[..12]), "{}", out.stdout);
+    assert!(out.stdout.contains("No PM2 daemon was read") && !out.stdout.contains("pm_id"), "{}", out.stdout);
+    assert!(out.stdout.starts_with("<!-- reconcile-plan: "), "{}", out.stdout);
+    assert!(q["changes"].as_array().unwrap().iter().all(|c| c["pm_ids"] == serde_json::json!([])), "{q:#}");
 }
 
 #[test]

@@ -105,7 +105,12 @@ fn status_reads_a_jlist_snapshot_without_pm2() {
 #[test]
 fn status_refuses_formats_it_does_not_have() {
     let dir = short_tempdir();
+    // After the command, clap refuses it and lists what status writes.
     let (code, _, stderr, _) = run(reconcile(dir.path()).args(["status", "--format", "sarif"]));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("invalid value 'sarif'") && stderr.contains("[possible values: human, json]"), "{stderr}");
+    // Before it, status itself does.
+    let (code, _, stderr, _) = run(reconcile(dir.path()).args(["--format", "sarif", "status"]));
     assert_eq!(code, 1);
     assert!(stderr.contains("`status` does not write --format"), "{stderr}");
 }

@@ -391,15 +391,21 @@ fn the_metrics_endpoint_answers_with_the_expected_series_on_loopback_only() {
     for series in [
         "reconcile_drift{kind=\"stopped\"} 1",
         "reconcile_drift{kind=\"attributes\"} 0",
-        "reconcile_restarts{app=\"web\",namespace=\"mine\"} 0",
-        "reconcile_restarts{app=\"api\",namespace=\"mine\"} 0",
+        "reconcile_app_restarts_total{app=\"web\",namespace=\"mine\"} 0",
+        "reconcile_app_restarts_total{app=\"api\",namespace=\"mine\"} 0",
+        "reconcile_app_processes{app=\"web\",namespace=\"mine\",status=\"stopped\"} 1",
+        "reconcile_app_drift{app=\"web\",namespace=\"mine\",kind=\"stopped\"} 1",
+        "reconcile_build_info{version=",
         "# TYPE reconcile_last_successful_plan_timestamp_seconds gauge",
-        "# TYPE reconcile_apply counter",
+        "# TYPE reconcile_heals counter",
         "reconcile_daemon_up 1",
     ] {
         assert!(body.contains(series), "{series} missing:\n{body}");
     }
     assert!(!body.contains("stock-alert"), "foreign apps are not ours to report");
+    // Content negotiation: the Prometheus text format for those who ask for it.
+    let (status, plain) = http_get(&addr, "GET /metrics HTTP/1.1\r\nAccept: text/plain;version=0.0.4\r\n\r\n");
+    assert!(status.contains("200") && plain.contains("# TYPE reconcile_heals_total counter") && !plain.contains("# EOF"), "{plain}");
     let stamp: i64 = body
         .lines()
         .find_map(|l| l.strip_prefix("reconcile_last_successful_plan_timestamp_seconds "))

