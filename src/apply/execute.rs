@@ -777,6 +777,7 @@ fn gate_stop(app: &str, namespace: &str) -> Change {
         reason: None,
         pm_ids: Vec::new(),
         spec_hash: None,
+        downtime: false,
     }
 }
 

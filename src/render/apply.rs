@@ -120,6 +120,8 @@ mod tests {
     #[test]
     fn batched_starts_show_the_one_calls_duration_and_the_gate_its_progress() {
         let record = |app: &str| ActionRecord {
+            seq: 1,
+            outcome: "ok",
             app: app.into(),
             namespace: "web".into(),
             action: Action::Create,

@@ -453,7 +453,7 @@ impl<L: Loader> Agent<L> {
     /// owned apps only).
     async fn break_loops(&mut self) -> std::io::Result<()> {
         let due = std::mem::take(&mut self.break_due);
-        let lock = match ApplyLock::acquire(&self.home.dir, &Holder::current()) {
+        let lock = match ApplyLock::acquire(&self.home, &Holder::current()) {
             Ok(lock) => lock,
             Err(e) => {
                 // Someone is applying: try again at the next read (the loop goes on being seen).
