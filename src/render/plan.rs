@@ -211,7 +211,8 @@ pub fn markdown(plan: &Plan) -> String {
             out.push_str(&fenced("diff", &body));
         } else {
             for change in &changes {
-                let _ = writeln!(out, "<details><summary>{} {}</summary>\n", code(&change.name), verb(change.action));
+                // An HTML block: markdown is not read here, so the name is HTML-escaped.
+                let _ = writeln!(out, "<details><summary><code>{}</code> {}</summary>\n", html(&one_line(&change.name)), verb(change.action));
                 out.push_str(&fenced("diff", &diff_lines(change)));
                 let _ = writeln!(out, "</details>\n");
             }
@@ -329,6 +330,11 @@ fn code(text: &str) -> String {
     let ticks = "`".repeat(longest_backtick_run(&inner) + 1);
     let pad = if inner.starts_with('`') || inner.ends_with('`') || inner.is_empty() { " " } else { "" };
     format!("{ticks}{pad}{inner}{pad}{ticks}")
+}
+
+/// Text for inside HTML (a `<summary>`): `&`, `<`, `>` and quotes as entities.
+fn html(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
 /// Plain text from data: every ASCII punctuation character backslash-escaped (so no
@@ -466,6 +472,26 @@ mod tests {
         assert!(text.contains("0123456789ab"), "{text}");
         assert!(text.contains("```diff\n") || text.contains("````diff\n"), "{text}");
         assert!(!text.contains("<details>"), "a small plan is shown open:\n{text}");
+    }
+
+    /// A large plan keeps the table open and folds each app's diff.
+    #[test]
+    fn large_plans_fold_each_apps_diff_under_an_open_table() {
+        let mut apps: Vec<Value> = (0..12)
+            .map(|i| json!({"name": format!("app{i}"), "namespace": "web", "script": "s.js", "exec_mode": "fork", "env": {"A": "1", "B": "2"}}))
+            .collect();
+        apps.push(json!({"name": "x<b>y</b>`z", "namespace": "web", "script": "s.js", "exec_mode": "fork", "env": {"A": "```<i>"}}));
+        let mut plan = crate::plan::diff(&desired(json!(apps)), &live(Vec::new()), &["web".into()], &SafetySection::default(), &Redactor::new(&[]))
+            .unwrap();
+        plan.project = Some("big".into());
+        let text = markdown(&plan);
+        assert_eq!(text.matches("<details><summary>").count(), 13, "{text}");
+        let mut rendered = String::new();
+        pulldown_cmark::html::push_html(&mut rendered, pulldown_cmark::Parser::new_ext(&text, pulldown_cmark::Options::ENABLE_TABLES));
+        assert!(!rendered.contains("<b>") && !rendered.contains("<i>"), "{rendered}");
+        assert!(rendered.contains("<summary><code>x&lt;b&gt;y&lt;/b&gt;`z</code>"), "{rendered}");
+        assert!(text.contains("| `+` **create** | `app0` | `web` | new app |"), "{text}");
+        assert!(text.find("| action |").unwrap() < text.find("<details>").unwrap());
     }
 
     /// `plan --base`: no daemon was read, so no pm_ids and no claim about live processes.
