@@ -64,7 +64,7 @@ pub fn human(plan: &Plan) -> String {
     let mut out = String::new();
     let bold = style::BOLD;
     let owned = plan.namespaces.join(", ");
-    let project = plan.project.as_deref().map(|p| format!("{p}, ")).unwrap_or_default();
+    let project = plan.project.as_deref().map(|p| format!("{}, ", one_line(p))).unwrap_or_default();
     let _ = writeln!(out, "{bold}reconcile plan{bold:#} ({project}owned namespaces: {owned}; compared with {})\n", baseline(plan));
     let mut shown = 0;
     for change in plan.changes.iter().filter(|c| c.action != Action::Noop) {
@@ -75,7 +75,7 @@ pub fn human(plan: &Plan) -> String {
         } else {
             format!("  [pm_id {}]", change.pm_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
         };
-        let _ = writeln!(out, "  {s}{:>3}{s:#} {bold}{}{bold:#} ({}) {}{ids}", change.action.symbol(), change.name, change.namespace, verb(change.action));
+        let _ = writeln!(out, "  {s}{:>3}{s:#} {bold}{}{bold:#} ({}) {}{ids}", change.action.symbol(), one_line(&change.name), one_line(&change.namespace), verb(change.action));
         for attribute in &change.attributes {
             write_attribute(&mut out, change, attribute);
         }
@@ -84,7 +84,7 @@ pub fn human(plan: &Plan) -> String {
     if shown == 0 {
         let _ = writeln!(out, "  {}\n", no_changes(plan));
     }
-    let noop: Vec<&str> = plan.changes.iter().filter(|c| c.action == Action::Noop).map(|c| c.name.as_str()).collect();
+    let noop: Vec<String> = plan.changes.iter().filter(|c| c.action == Action::Noop).map(|c| one_line(&c.name)).collect();
     if !noop.is_empty() {
         let _ = writeln!(out, "Up to date: {}", noop.join(", "));
     }
@@ -92,14 +92,17 @@ pub fn human(plan: &Plan) -> String {
     let ids = plan.basis.git_baseline().is_none();
     if !plan.unmanaged.is_empty() {
         let list: Vec<String> =
-            plan.unmanaged.iter().map(|p| if ids { format!("{} (pm_id {})", p.name, p.pm_id) } else { p.name.clone() }).collect();
+            plan.unmanaged.iter().map(|p| if ids { format!("{} (pm_id {})", one_line(&p.name), p.pm_id) } else { one_line(&p.name) }).collect();
         let _ = writeln!(out, "Not desired, kept because [safety] prune is off: {}", list.join(", "));
     }
     if !plan.ignored.is_empty() {
         let list: Vec<String> = plan
             .ignored
             .iter()
-            .map(|p| if ids { format!("{} ({}, pm_id {})", p.name, p.namespace, p.pm_id) } else { format!("{} ({})", p.name, p.namespace) })
+            .map(|p| {
+                let (name, namespace) = (one_line(&p.name), one_line(&p.namespace));
+                if ids { format!("{name} ({namespace}, pm_id {})", p.pm_id) } else { format!("{name} ({namespace})") }
+            })
             .collect();
         let _ = writeln!(out, "Ignored, not owned (never touched): {}", list.join(", "));
     }
@@ -132,24 +135,23 @@ fn write_attribute(out: &mut String, change: &Change, attribute: &AttributeChang
     };
     if let (Value::String(before), Value::String(after)) = (&attribute.before, &attribute.after)
         && (before.contains('\n') || after.contains('\n')) {
-            let _ = writeln!(out, "      {symbol} {}:{forces}", attribute.path);
+            let _ = writeln!(out, "      {symbol} {}:{forces}", one_line(&attribute.path));
             for line in TextDiff::from_lines(before.as_str(), after.as_str()).iter_all_changes() {
                 let sign = match line.tag() {
                     ChangeTag::Delete => "-",
                     ChangeTag::Insert => "+",
                     ChangeTag::Equal => " ",
                 };
-                let _ = write!(out, "          {sign} {line}");
-                if line.missing_newline() {
-                    out.push('\n');
-                }
+                // The line's own text, control characters escaped (a value cannot
+                // drive the terminal), then our newline.
+                let _ = writeln!(out, "          {sign} {}", one_line(line.value().trim_end_matches('\n')));
             }
             return;
         }
     if change.action == Action::Create {
-        let _ = writeln!(out, "      + {} = {}", attribute.path, show(&attribute.after));
+        let _ = writeln!(out, "      + {} = {}", one_line(&attribute.path), show(&attribute.after));
     } else {
-        let _ = writeln!(out, "      {symbol} {}: {} → {}{forces}", attribute.path, show(&attribute.before), show(&attribute.after));
+        let _ = writeln!(out, "      {symbol} {}: {} → {}{forces}", one_line(&attribute.path), show(&attribute.before), show(&attribute.after));
     }
 }
 
@@ -431,6 +433,25 @@ mod tests {
         plan.basis.git_commit = Some("0123456789abcdef0123".into());
         plan.basis.git_dirty = Some(false);
         plan
+    }
+
+    /// The human plan escapes control characters, so desired state cannot drive the
+    /// terminal (an ANSI escape in a name or a multi-line value).
+    #[test]
+    fn human_rendering_of_hostile_values() {
+        let mut plan = hostile_plan();
+        let esc = "\u{1b}[2J\u{1b}]0;pwned\u{7}";
+        plan.changes[0].name = format!("api{esc}");
+        plan.changes[0].attributes.push(AttributeChange {
+            path: "env.MOTD".into(),
+            before: json!(format!("one\n{esc}two\n")),
+            after: json!("one\nthree\n"),
+            forces_replacement: false,
+        });
+        let text = anstream::adapter::strip_str(&human(&plan)).to_string();
+        insta::assert_snapshot!(text);
+        let raw = human(&plan);
+        assert!(!raw.contains('\u{7}') && !raw.contains("\u{1b}[2J") && !raw.contains("\u{1b}]0"), "{raw:?}");
     }
 
     /// The comment as GitHub renders it (CommonMark with GFM tables) has no element a
