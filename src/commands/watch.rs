@@ -144,6 +144,11 @@ impl Loader for Glue<'_> {
         // Warnings in full only with -v: otherwise the watcher's lint line counts them.
         let errors = checked.findings.iter().any(|d| d.severity == crate::validate::Severity::Error);
         let human = if errors || self.global.verbose > 0 { checked.human } else { String::new() };
-        Ok(Checked { findings: checked.findings, human, desired: checked.desired })
+        let mut findings = checked.findings;
+        if self.global.quiet {
+            // -q: warnings are not reported at all; errors still are.
+            findings.retain(|d| d.severity == crate::validate::Severity::Error);
+        }
+        Ok(Checked { findings, human, desired: checked.desired })
     }
 }

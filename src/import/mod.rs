@@ -349,6 +349,17 @@ mod tests {
         assert!(apps[0].notes.is_empty(), "{:?}", apps[0].notes);
     }
 
+    /// Keys written as fields are never also noted as "not imported", whatever PM2's
+    /// env holds under the same name (`cwd`, `script`).
+    #[test]
+    fn imported_keys_are_not_noted_as_not_imported() {
+        let live = state(json!([process(0, "api", "shop", json!({"cwd": "/srv/app", "script": "server.js", "name": "api"}))]));
+        let app = &from_live(&live, &["shop".into()], &redactor()).unwrap()[0];
+        assert!(app.fields.contains_key("cwd") && app.fields.contains_key("script"));
+        let notes: Vec<&str> = app.notes.iter().map(|n| n.text.as_str()).collect();
+        assert!(!notes.iter().any(|n| n.contains(": cwd =") || n.contains(": script =") || n.contains(": name =")), "{notes:?}");
+    }
+
     #[test]
     fn cluster_groups_count_their_processes_and_strip_pm_id_from_custom_logs() {
         let extra = |id: u64| {

@@ -64,8 +64,8 @@ pub fn human(plan: &Plan) -> String {
     let mut out = String::new();
     let bold = style::BOLD;
     let owned = plan.namespaces.join(", ");
-    let project = plan.project.as_deref().map(|p| format!("{p}, ")).unwrap_or_default();
-    let pm2 = plan.basis.pm2_version.as_deref().map(|v| format!(", PM2 {v}")).unwrap_or_default();
+    let project = plan.project.as_deref().map(|p| format!("{}, ", one_line(p))).unwrap_or_default();
+    let pm2 = plan.basis.pm2_version.as_deref().map(|v| format!(", PM2 {}", one_line(v))).unwrap_or_default();
     let _ = writeln!(out, "{bold}reconcile plan{bold:#} ({project}owned namespaces: {owned}; compared with {}{pm2})\n", baseline(plan));
     let mut shown = 0;
     for change in plan.changes.iter().filter(|c| c.action != Action::Noop) {
@@ -76,7 +76,7 @@ pub fn human(plan: &Plan) -> String {
         } else {
             format!("  [pm_id {}]", change.pm_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
         };
-        let _ = writeln!(out, "  {s}{:>3}{s:#} {bold}{}{bold:#} ({}) {}{ids}{}", change.action.symbol(), change.name, change.namespace, verb(change.action), downtime(change));
+        let _ = writeln!(out, "  {s}{:>3}{s:#} {bold}{}{bold:#} ({}) {}{ids}{}", change.action.symbol(), one_line(&change.name), one_line(&change.namespace), verb(change.action), downtime(change));
         for attribute in &change.attributes {
             write_attribute(&mut out, change, attribute);
         }
@@ -85,7 +85,7 @@ pub fn human(plan: &Plan) -> String {
     if shown == 0 {
         let _ = writeln!(out, "  {}\n", no_changes(plan));
     }
-    let noop: Vec<&str> = plan.changes.iter().filter(|c| c.action == Action::Noop).map(|c| c.name.as_str()).collect();
+    let noop: Vec<String> = plan.changes.iter().filter(|c| c.action == Action::Noop).map(|c| one_line(&c.name)).collect();
     if !noop.is_empty() {
         let _ = writeln!(out, "Up to date: {}", noop.join(", "));
     }
@@ -93,11 +93,14 @@ pub fn human(plan: &Plan) -> String {
     let ids = plan.basis.git_baseline().is_none();
     let (unproven, kept): (Vec<_>, Vec<_>) = plan.unmanaged.iter().partition(|p| p.unproven);
     if !kept.is_empty() {
-        let list: Vec<String> = kept.iter().map(|p| if ids { format!("{} (pm_id {})", p.name, p.pm_id) } else { p.name.clone() }).collect();
+        let list: Vec<String> = kept.iter().map(|p| if ids { format!("{} (pm_id {})", one_line(&p.name), p.pm_id) } else { one_line(&p.name) }).collect();
         let _ = writeln!(out, "Not desired, kept because [safety] prune is off: {}", list.join(", "));
     }
     if !unproven.is_empty() {
-        let list: Vec<String> = unproven.iter().map(|p| if ids { format!("{} ({}, pm_id {})", p.name, p.namespace, p.pm_id) } else { format!("{} ({})", p.name, p.namespace) }).collect();
+        let list: Vec<String> = unproven
+            .iter()
+            .map(|p| if ids { format!("{} ({}, pm_id {})", one_line(&p.name), one_line(&p.namespace), p.pm_id) } else { format!("{} ({})", one_line(&p.name), one_line(&p.namespace)) })
+            .collect();
         let _ = writeln!(out, "Unmanaged, not started or adopted by this project (prune never deletes these): {}", list.join(", "));
         let _ = writeln!(out, "  help: {ADOPT_HELP}");
     }
@@ -105,7 +108,10 @@ pub fn human(plan: &Plan) -> String {
         let list: Vec<String> = plan
             .ignored
             .iter()
-            .map(|p| if ids { format!("{} ({}, pm_id {})", p.name, p.namespace, p.pm_id) } else { format!("{} ({})", p.name, p.namespace) })
+            .map(|p| {
+                let (name, namespace) = (one_line(&p.name), one_line(&p.namespace));
+                if ids { format!("{name} ({namespace}, pm_id {})", p.pm_id) } else { format!("{name} ({namespace})") }
+            })
             .collect();
         let _ = writeln!(out, "Ignored, not owned (never touched): {}", list.join(", "));
     }
@@ -150,24 +156,23 @@ fn write_attribute(out: &mut String, change: &Change, attribute: &AttributeChang
     };
     if let (Value::String(before), Value::String(after)) = (&attribute.before, &attribute.after)
         && (before.contains('\n') || after.contains('\n')) {
-            let _ = writeln!(out, "      {symbol} {}:{forces}", attribute.path);
+            let _ = writeln!(out, "      {symbol} {}:{forces}", one_line(&attribute.path));
             for line in TextDiff::from_lines(before.as_str(), after.as_str()).iter_all_changes() {
                 let sign = match line.tag() {
                     ChangeTag::Delete => "-",
                     ChangeTag::Insert => "+",
                     ChangeTag::Equal => " ",
                 };
-                let _ = write!(out, "          {sign} {line}");
-                if line.missing_newline() {
-                    out.push('\n');
-                }
+                // The line's own text, control characters escaped (a value cannot
+                // drive the terminal), then our newline.
+                let _ = writeln!(out, "          {sign} {}", one_line(line.value().trim_end_matches('\n')));
             }
             return;
         }
     if change.action == Action::Create {
-        let _ = writeln!(out, "      + {} = {}", attribute.path, show(&attribute.after));
+        let _ = writeln!(out, "      + {} = {}", one_line(&attribute.path), show(&attribute.after));
     } else {
-        let _ = writeln!(out, "      {symbol} {}: {} → {}{forces}", attribute.path, show(&attribute.before), show(&attribute.after));
+        let _ = writeln!(out, "      {symbol} {}: {} → {}{forces}", one_line(&attribute.path), show(&attribute.before), show(&attribute.after));
     }
 }
 
@@ -230,7 +235,8 @@ pub fn markdown(plan: &Plan) -> String {
             out.push_str(&fenced("diff", &body));
         } else {
             for change in &changes {
-                let _ = writeln!(out, "<details><summary>{} {}</summary>\n", code(&change.name), verb(change.action));
+                // An HTML block: markdown is not read here, so the name is HTML-escaped.
+                let _ = writeln!(out, "<details><summary><code>{}</code> {}</summary>\n", html(&one_line(&change.name)), verb(change.action));
                 out.push_str(&fenced("diff", &diff_lines(change)));
                 let _ = writeln!(out, "</details>\n");
             }
@@ -355,6 +361,11 @@ fn code(text: &str) -> String {
     format!("{ticks}{pad}{inner}{pad}{ticks}")
 }
 
+/// Text for inside HTML (a `<summary>`): `&`, `<`, `>` and quotes as entities.
+fn html(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
 /// Plain text from data: every ASCII punctuation character backslash-escaped (so no
 /// emphasis, link, HTML or table syntax), on one line.
 fn text(raw: &str) -> String {
@@ -461,6 +472,25 @@ mod tests {
         plan
     }
 
+    /// The human plan escapes control characters, so desired state cannot drive the
+    /// terminal (an ANSI escape in a name or a multi-line value).
+    #[test]
+    fn human_rendering_of_hostile_values() {
+        let mut plan = hostile_plan();
+        let esc = "\u{1b}[2J\u{1b}]0;pwned\u{7}";
+        plan.changes[0].name = format!("api{esc}");
+        plan.changes[0].attributes.push(AttributeChange {
+            path: "env.MOTD".into(),
+            before: json!(format!("one\n{esc}two\n")),
+            after: json!("one\nthree\n"),
+            forces_replacement: false,
+        });
+        let text = anstream::adapter::strip_str(&human(&plan)).to_string();
+        insta::assert_snapshot!(text);
+        let raw = human(&plan);
+        assert!(!raw.contains('\u{7}') && !raw.contains("\u{1b}[2J") && !raw.contains("\u{1b}]0"), "{raw:?}");
+    }
+
     /// The comment as GitHub renders it (CommonMark with GFM tables) has no element a
     /// value put there: the only HTML is the marker comment and `<details>` we write.
     #[test]
@@ -500,6 +530,26 @@ mod tests {
         assert!(text.contains("0123456789ab"), "{text}");
         assert!(text.contains("```diff\n") || text.contains("````diff\n"), "{text}");
         assert!(!text.contains("<details>"), "a small plan is shown open:\n{text}");
+    }
+
+    /// A large plan keeps the table open and folds each app's diff.
+    #[test]
+    fn large_plans_fold_each_apps_diff_under_an_open_table() {
+        let mut apps: Vec<Value> = (0..12)
+            .map(|i| json!({"name": format!("app{i}"), "namespace": "web", "script": "s.js", "exec_mode": "fork", "env": {"A": "1", "B": "2"}}))
+            .collect();
+        apps.push(json!({"name": "x<b>y</b>`z", "namespace": "web", "script": "s.js", "exec_mode": "fork", "env": {"A": "```<i>"}}));
+        let mut plan = crate::plan::diff(&desired(json!(apps)), &live(Vec::new()), &["web".into()], &SafetySection::default(), &Redactor::new(&[]))
+            .unwrap();
+        plan.project = Some("big".into());
+        let text = markdown(&plan);
+        assert_eq!(text.matches("<details><summary>").count(), 13, "{text}");
+        let mut rendered = String::new();
+        pulldown_cmark::html::push_html(&mut rendered, pulldown_cmark::Parser::new_ext(&text, pulldown_cmark::Options::ENABLE_TABLES));
+        assert!(!rendered.contains("<b>") && !rendered.contains("<i>"), "{rendered}");
+        assert!(rendered.contains("<summary><code>x&lt;b&gt;y&lt;/b&gt;`z</code>"), "{rendered}");
+        assert!(text.contains("| `+` **create** | `app0` | `web` | new app |"), "{text}");
+        assert!(text.find("| action |").unwrap() < text.find("<details>").unwrap());
     }
 
     /// `plan --base`: no daemon was read, so no pm_ids and no claim about live processes.

@@ -18,6 +18,7 @@ mod faults;
 mod import;
 mod lint;
 mod metrics_format;
+mod noise;
 mod plan;
 mod plan_git;
 mod quickstart;

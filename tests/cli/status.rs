@@ -95,6 +95,9 @@ fn status_reads_a_jlist_snapshot_without_pm2() {
     assert_eq!(doc["processes"][0]["name"], "api");
     assert_eq!(doc["processes"][0]["owned"], true);
     assert_eq!(doc["source"]["kind"], "snapshot");
+    // One process is "1 process", not "1 processes".
+    let (_, human, _, _) = run(reconcile(dir.path()).args(["status", "--live", "jlist.json"]));
+    assert!(human.contains("1 process: 1 owned"), "{human}");
 
     std::fs::write(dir.path().join("bad.json"), "{not json").unwrap();
     let (code, _, stderr, _) = run(reconcile(dir.path()).args(["status", "--live", "bad.json"]));
