@@ -18,7 +18,12 @@ pub fn progress(event: &Event) -> String {
                 (None, new) => format!("→ pm_id {}", ids(new)),
             };
             let (mark, s) = if a.error.is_some() { ("✗", style::ERROR) } else { ("•", style::GUTTER) };
-            let why = if a.action == Action::Noop { "health gate" } else { a.action.as_str() };
+            // Calls outside the plan: a gate's stop, a rollback's delete and start.
+            let why = match (a.action, a.call) {
+                (Action::Noop, "stop") => "health gate",
+                (Action::Noop, _) => "rollback",
+                (action, _) => action.as_str(),
+            };
             let mut line = format!("  {s}{mark}{s:#} {:<9} {} ({why}) [{target}] {} ms", a.call, a.app, a.duration_ms);
             if let Some(error) = &a.error {
                 let _ = write!(line, ": {error}");
