@@ -681,7 +681,7 @@ impl<'a> Executor<'a> {
         let stopped = match self.client.confirm_owned(p.pm_id, &p.app, &self.settings.owned).await {
             Ok(owned) if matches!(owned.status(), ProcessStatus::Stopped) && owned.pid().is_none() => true,
             Ok(owned) => {
-                let change = gate_stop(&p.app, owned.namespace());
+                let change = bare_change(&p.app, owned.namespace());
                 if self.intent(&change, "stop", Some(&owned)).is_err() {
                     false
                 } else {
@@ -745,7 +745,11 @@ impl<'a> Executor<'a> {
         let now: Vec<u64> = state.by_name(app).filter(|p| owned.contains(&p.namespace)).map(|p| p.pm_id).collect();
         for pm_id in now {
             let p = self.client.confirm_owned(pm_id, app, &owned).await.map_err(|e| e.to_string())?;
-            self.client.delete(p).await.map_err(|e| e.to_string())?;
+            let change = bare_change(app, p.namespace());
+            self.intent(&change, "delete", Some(&p))?;
+            let started = Instant::now();
+            let result = self.client.delete(p).await.map(|()| Vec::new());
+            self.record(&change, "delete", Some(pm_id), started, result)?;
         }
         let saved: Vec<&Value> = before_raw
             .iter()
@@ -754,7 +758,11 @@ impl<'a> Executor<'a> {
         let Some(first) = saved.first() else { return Ok(Vec::new()) };
         let restored = ResolvedApp::from_saved(first, saved.len())
             .ok_or_else(|| format!("the saved spec of `{app}` cannot be prepared again"))?;
-        self.client.start_again(&restored, &owned).await.map_err(|e| e.to_string())
+        let change = bare_change(app, restored.namespace());
+        self.intent(&change, "start", None)?;
+        let started = Instant::now();
+        let result = self.client.start_again(&restored, &owned).await;
+        self.record(&change, "start", None, started, result)
     }
 }
 
@@ -767,8 +775,9 @@ fn raw_str<'v>(entry: &'v Value, key: &str) -> Option<&'v str> {
     entry.get("pm2_env").and_then(|e| e.get(key)).or_else(|| entry.get(key)).and_then(Value::as_str)
 }
 
-/// The change a gate's stop serves (journaled like every call).
-fn gate_stop(app: &str, namespace: &str) -> Change {
+/// The change a call outside the plan serves (a gate's stop, a rollback), journaled
+/// like every call; its action is `noop`.
+fn bare_change(app: &str, namespace: &str) -> Change {
     Change {
         name: app.to_string(),
         namespace: namespace.to_string(),

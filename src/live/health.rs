@@ -329,6 +329,8 @@ pub struct Sample {
     pub restarts: u64,
     /// `pm_uptime`: when this process was spawned.
     pub started_at_ms: Option<i64>,
+    /// `created_at`: moved by every restart a client asks for, kept by a crash.
+    pub created_at_ms: Option<i64>,
 }
 
 impl Sample {
@@ -340,6 +342,7 @@ impl Sample {
             pid: p.pid,
             restarts: p.restarts,
             started_at_ms: p.started_at_ms,
+            created_at_ms: p.created_at_ms,
         })
     }
 }
@@ -356,6 +359,8 @@ pub enum GateFault {
     Errored,
     /// Someone stopped it (`pm2 stop`: its pid cleared, no restart): not a crash.
     StoppedByHand,
+    /// Someone restarted it (`pm2 restart`: its `created_at` moved): not a crash.
+    RestartedByHand,
     /// It exited and `autorestart` is off.
     Exited,
     /// A `wait_ready` app that did not signal ready within `listen_timeout`.
@@ -377,6 +382,7 @@ impl GateFault {
             Self::Crashed { .. } => "crashed",
             Self::Errored => "errored",
             Self::StoppedByHand => "stopped",
+            Self::RestartedByHand => "restarted",
             Self::Exited => "exited",
             Self::NotReady { .. } => "not ready",
             Self::TooSlow { .. } => "too slow",
@@ -401,6 +407,7 @@ impl std::fmt::Display for GateFault {
             }
             Self::Errored => write!(f, "errored: PM2 gave up restarting it"),
             Self::StoppedByHand => write!(f, "stopped by someone else during the gate (not a crash)"),
+            Self::RestartedByHand => write!(f, "restarted by someone else during the gate (not a crash); judge it with another apply"),
             Self::Exited => write!(f, "exited (autorestart is off)"),
             Self::NotReady { listen_timeout_ms } => write!(
                 f,
@@ -439,6 +446,8 @@ pub struct GateWatch {
     started_ms: i64,
     /// `pm_uptime` of the process being judged.
     generation: Option<i64>,
+    /// `created_at` at the first sample.
+    created_at: Option<Option<i64>>,
     launching_seen: bool,
     online_since: Option<i64>,
     ready_at: Option<i64>,
@@ -456,6 +465,7 @@ impl GateWatch {
             deadline_ms: now_ms.saturating_add(budget),
             started_ms: now_ms,
             generation: None,
+            created_at: None,
             launching_seen: false,
             online_since: None,
             ready_at: None,
@@ -485,7 +495,11 @@ impl GateWatch {
             min_uptime_ms: me.rule.min_uptime_ms,
             settle_ms: me.rule.settle_ms,
         };
+        let created_at = *self.created_at.get_or_insert(s.created_at_ms);
         if s.restarts > baseline {
+            if asked_between(created_at, s.created_at_ms) {
+                return GateVerdict::Failed(GateFault::RestartedByHand);
+            }
             return GateVerdict::Failed(crashed(s.restarts - baseline, self));
         }
         if let (Some(g), Some(now)) = (self.generation, s.started_at_ms)
@@ -603,7 +617,7 @@ mod tests {
 
     fn sample(at_ms: i64, status: ProcessStatus, restarts: u64, started: i64) -> Sample {
         let pid = matches!(status, ProcessStatus::Online | ProcessStatus::Launching).then_some(42);
-        Sample { at_ms, status, pid, restarts, started_at_ms: Some(started) }
+        Sample { at_ms, status, pid, restarts, started_at_ms: Some(started), created_at_ms: Some(0) }
     }
 
     fn run(watch: &mut GateWatch, samples: &[Sample]) -> GateVerdict {
@@ -636,7 +650,7 @@ mod tests {
         assert!(fault.to_string().contains("within the settle window"), "{fault}");
         // Seen between the exit and the respawn: still a crash (pid kept, not cleared).
         let mut w = GateWatch::new(RULE, Some(0), 0, 15_000);
-        let exit = Sample { at_ms: 6_010, status: ProcessStatus::Stopped, pid: Some(42), restarts: 0, started_at_ms: Some(0) };
+        let exit = Sample { at_ms: 6_010, status: ProcessStatus::Stopped, pid: Some(42), restarts: 0, started_at_ms: Some(0), created_at_ms: Some(0) };
         assert!(matches!(run(&mut w, &[sample(100, ProcessStatus::Online, 0, 0), exit]), GateVerdict::Failed(GateFault::Crashed { .. })));
         let mut w = GateWatch::new(RULE, Some(0), 0, 15_000);
         let waiting = sample(6_010, ProcessStatus::WaitingRestart, 0, 0);
@@ -646,10 +660,14 @@ mod tests {
     #[test]
     fn a_manual_stop_during_the_gate_is_not_a_crash() {
         let mut w = GateWatch::new(RULE, Some(0), 0, 15_000);
-        let stopped = Sample { at_ms: 2_000, status: ProcessStatus::Stopped, pid: None, restarts: 0, started_at_ms: Some(0) };
+        let stopped = Sample { at_ms: 2_000, status: ProcessStatus::Stopped, pid: None, restarts: 0, started_at_ms: Some(0), created_at_ms: Some(0) };
         let v = run(&mut w, &[sample(100, ProcessStatus::Online, 0, 0), stopped.clone()]);
         assert_eq!(v, GateVerdict::Failed(GateFault::StoppedByHand));
         assert!(!GateFault::StoppedByHand.is_crash());
+        // A restart by hand moves created_at: not a crash either.
+        let mut w = GateWatch::new(RULE, Some(0), 0, 15_000);
+        let restarted = Sample { at_ms: 2_000, status: ProcessStatus::Online, pid: Some(43), restarts: 1, started_at_ms: Some(1_900), created_at_ms: Some(1_900) };
+        assert_eq!(run(&mut w, &[sample(100, ProcessStatus::Online, 0, 0), restarted]), GateVerdict::Failed(GateFault::RestartedByHand));
         // Without autorestart the same exit is the app's own.
         let mut w = GateWatch::new(GateRule { autorestart: false, ..RULE }, Some(0), 0, 15_000);
         assert_eq!(w.observe(Some(&stopped)), GateVerdict::Failed(GateFault::Exited));

@@ -18,7 +18,12 @@ pub fn progress(event: &Event) -> String {
                 (None, new) => format!("→ pm_id {}", ids(new)),
             };
             let (mark, s) = if a.error.is_some() { ("✗", style::ERROR) } else { ("•", style::GUTTER) };
-            let why = if a.action == Action::Noop { "health gate" } else { a.action.as_str() };
+            // Calls outside the plan: a gate's stop, a rollback's delete and start.
+            let why = match (a.action, a.call) {
+                (Action::Noop, "stop") => "health gate",
+                (Action::Noop, _) => "rollback",
+                (action, _) => action.as_str(),
+            };
             let took = match a.batch {
                 Some(n) => format!("{} ms, one call for {n} apps", a.duration_ms),
                 None => format!("{} ms", a.duration_ms),

@@ -468,7 +468,8 @@ impl<L: Loader> Agent<L> {
         for drift in due {
             let Some(client) = self.client.as_mut() else { break };
             let mut stopped = true;
-            let mut error_log = None;
+            let mut error_log: Option<PathBuf> = None;
+            let mut log_tail = Vec::new();
             for &pm_id in &drift.pm_ids {
                 let confirmed = match client.confirm_owned(pm_id, &drift.app, &owned).await {
                     Ok(p) => p,
@@ -478,7 +479,11 @@ impl<L: Loader> Agent<L> {
                         continue;
                     }
                 };
-                error_log = error_log.or_else(|| confirmed.error_file().map(Path::to_path_buf));
+                if error_log.is_none() {
+                    error_log = confirmed.error_file().map(Path::to_path_buf);
+                    // Read before the stop: the loop's last lines, not what a stop makes it write.
+                    log_tail = error_log.as_deref().map(|f| crate::apply::execute::tail_since(f, 0, 10)).unwrap_or_default();
+                }
                 if matches!(confirmed.status(), crate::live::ProcessStatus::Stopped) && confirmed.pid().is_none() {
                     continue;
                 }
@@ -506,7 +511,6 @@ impl<L: Loader> Agent<L> {
                     let _ = j.record("action", record);
                 }
             }
-            let log_tail = error_log.as_deref().map(|f| crate::apply::execute::tail_since(f, 0, 10)).unwrap_or_default();
             // Not desired (started by hand): kept until it is desired.
             let fingerprint = self.fingerprint(&drift.app).unwrap_or_default();
             self.broken.insert(drift.app.clone(), fingerprint);
