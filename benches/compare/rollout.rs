@@ -206,13 +206,13 @@ pub fn run(runner: &Runner, target: &Path) -> Vec<PathBuf> {
         let (r, home) = one_among_n(runner, n, runs);
         homes.push(home);
         line(format!(
-            "  {:>5}  {:<24} {:<24} {:>11.3}  {:>9?} {:>9?}",
+            "  {:>5}  {:<24} {:<24} {:>11.3}  {:>9} {:>9}",
             r.n,
             r.apply.show(),
             r.reload.show(),
             ratio(r.apply.median, r.reload.median),
-            r.apply_restarted,
-            r.reload_restarted
+            format!("{:?}", r.apply_restarted),
+            format!("{:?}", r.reload_restarted)
         ));
         rows.push(json!({"n": r.n, "ours": r.apply.json(), "theirs": r.reload.json(),
             "restarted": {"ours": r.apply_restarted, "theirs": r.reload_restarted}}));
