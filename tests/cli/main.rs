@@ -7,6 +7,7 @@ mod support;
 
 mod apply;
 mod ci_examples;
+mod corpus_round_trip;
 mod docs;
 mod faults;
 mod import;
