@@ -70,7 +70,9 @@ impl Redactor {
 struct State {
     patterns: Redactor,
     values: Vec<String>,
+    /// Built on the first scrub after a value was learned (not once per value).
     finder: Option<Arc<AhoCorasick>>,
+    stale: bool,
 }
 
 static STATE: std::sync::LazyLock<RwLock<State>> = std::sync::LazyLock::new(|| {
@@ -78,6 +80,7 @@ static STATE: std::sync::LazyLock<RwLock<State>> = std::sync::LazyLock::new(|| {
         patterns: Redactor::quiet(&DEFAULT_PATTERNS.iter().map(|p| (*p).to_string()).collect::<Vec<_>>()),
         values: Vec::new(),
         finder: None,
+        stale: false,
     })
 });
 
@@ -95,38 +98,64 @@ pub fn learn(value: &str) {
     forms.push(value.chars().map(|c| if c.is_control() { format!("\\x{:02x}", c as u32) } else { c.to_string() }).collect());
     // The printable runs between control characters, which an echo may show alone.
     forms.extend(value.split(char::is_control).map(String::from));
+    forms.retain(|form| form.chars().count() >= MIN_SCRUBBED_CHARS);
+    if forms.is_empty() {
+        return;
+    }
     let Ok(mut state) = STATE.write() else { return };
-    let mut added = false;
     for form in forms {
-        if form.chars().count() >= MIN_SCRUBBED_CHARS && !state.values.contains(&form) {
+        if !state.values.contains(&form) {
             state.values.push(form);
-            added = true;
+            state.stale = true;
         }
     }
-    if added {
-        state.finder = AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(&state.values).ok().map(Arc::new);
+}
+
+/// The automaton over every value learned so far (rebuilt only when one was added).
+fn finder() -> Option<Arc<AhoCorasick>> {
+    if let Ok(state) = STATE.read()
+        && !state.stale
+    {
+        return state.finder.clone();
     }
+    let mut state = STATE.write().ok()?;
+    if state.stale {
+        state.finder = AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(&state.values).ok().map(Arc::new);
+        state.stale = false;
+    }
+    state.finder.clone()
 }
 
 /// Learns the secrets of one env entry: the value of a secret key, a URL password.
 pub fn learn_env(key: &str, value: &Value) {
+    learn_env_with(&patterns(), key, value);
+}
+
+fn learn_env_with(redactor: &Redactor, key: &str, value: &Value) {
     let text = match value {
         Value::String(s) => Cow::Borrowed(s.as_str()),
         Value::Number(n) => Cow::Owned(n.to_string()),
         _ => return,
     };
-    if patterns().is_secret(key) {
+    if redactor.is_secret(key) {
         learn(&text);
     }
-    learn_text(&text);
+    learn_text_with(redactor, &text);
 }
 
 /// Learns the passwords of URLs in `text` and secret-flag values (`--token=X`).
 pub fn learn_text(text: &str) {
+    learn_text_with(&patterns(), text);
+}
+
+fn learn_text_with(redactor: &Redactor, text: &str) {
+    // Most values hold neither; two byte scans say so without allocating.
+    if !text.contains("://") && !text.contains('-') {
+        return;
+    }
     for password in url_passwords(text) {
         learn(password);
     }
-    let redactor = patterns();
     for (flag, value) in flag_values(text) {
         if redactor.is_secret_flag(flag) {
             learn(value);
@@ -178,19 +207,20 @@ pub fn learn_document(document: &Value) {
 
 /// Learns the secrets a live process carries (the env it set, its args).
 pub fn learn_process(process: &crate::live::LiveProcess) {
+    let redactor = patterns();
     for (key, value) in &process.env_set {
-        learn_env(key, value);
+        learn_env_with(&redactor, key, value);
     }
-    learn_args(&process.args);
+    if !process.args.is_empty() {
+        learn_args(&process.args);
+    }
 }
 
 /// `text` with every known secret value, every URL password and every value of a
 /// secret-named `--flag=value` replaced by [`HIDDEN`].
 pub fn scrub(text: &str) -> Cow<'_, str> {
-    let (finder, redactor) = match STATE.read() {
-        Ok(state) => (state.finder.clone(), state.patterns.clone()),
-        Err(_) => (None, Redactor::quiet(&[])),
-    };
+    let finder = finder();
+    let redactor = patterns();
     let mut out = Cow::Borrowed(text);
     if let Some(finder) = finder
         && finder.is_match(text)

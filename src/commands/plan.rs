@@ -309,8 +309,18 @@ pub fn conflict_findings(project: &Project, conflicts: &[Conflict]) -> Result<Ve
 
 fn conflict_finding(registry: &Registry, conflict: &Conflict) -> Option<Diagnostic> {
     let at = (conflict.line > 0).then_some(crate::config::Location { line: conflict.line, column: 1 });
-    let mut finding =
-        validate::make(registry, conflict.rule, &conflict.file, at, conflict.message.clone(), Some(conflict.help.clone()), Some(conflict.app.clone()))?;
+    // A conflict refuses the plan even where its rule is graded `off`: it is still said.
+    let mut finding = validate::make(registry, conflict.rule, &conflict.file, at, conflict.message.clone(), Some(conflict.help.clone()), Some(conflict.app.clone()))
+        .unwrap_or_else(|| Diagnostic {
+            rule: conflict.rule.to_string(),
+            severity: Severity::Error,
+            file: conflict.file.clone(),
+            line: conflict.line,
+            column: usize::from(conflict.line > 0),
+            message: conflict.message.clone(),
+            help: conflict.help.clone(),
+            app: Some(conflict.app.clone()),
+        });
     // Conflicts protect processes that are not ours: they are always errors.
     finding.severity = Severity::Error;
     Some(finding)

@@ -51,6 +51,22 @@ pub fn diff(
     let mut conflicts = Vec::new();
     let mut changes = Vec::new();
     let desired_names: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
+    // Two desired apps with one name (PM2 starts both): their processes cannot be told
+    // apart, so no plan is made for them, whatever `unique-name` is graded.
+    if desired_names.len() < desired.len() {
+        let mut seen = BTreeSet::new();
+        for app in desired.iter().filter(|d| !seen.insert(d.name.as_str())) {
+            conflicts.push(Conflict {
+                rule: "unique-name",
+                app: app.name.clone(),
+                file: app.file.clone(),
+                line: app.line,
+                message: format!("`{}` is desired twice; PM2 would run both under one name and reconcile could not tell their processes apart", app.name),
+                help: "give each app its own name (or `instances: 2` for two copies of one)".into(),
+            });
+        }
+        return Err(conflicts);
+    }
 
     for app in desired {
         if !owned(&app.namespace) {
@@ -606,6 +622,15 @@ mod tests {
         let p = diff(&before, &extra, &owned(), &pruning, &Redactor::new(&[])).unwrap();
         assert_eq!(action(&p, "old-job"), Action::Delete);
         assert_eq!(p.changes.iter().find(|c| c.name == "old-job").unwrap().pm_ids, [1]);
+    }
+
+    #[test]
+    fn two_desired_apps_with_one_name_are_a_conflict_not_a_plan() {
+        let apps = desired(json!([api(json!({"env": {"A": "1"}})), api(json!({"env": {"A": "2"}}))]));
+        let state = live(vec![live_of(&apps[0], 0), live_of(&apps[1], 1)]);
+        let conflicts = diff(&apps, &state, &owned(), &SafetySection::default(), &Redactor::new(&[])).unwrap_err();
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].rule, "unique-name");
     }
 
     #[test]

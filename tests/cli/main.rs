@@ -10,6 +10,7 @@ mod apply;
 mod gate;
 mod ci_examples;
 mod code_scanning;
+mod corpus_round_trip;
 mod deploy;
 mod docs;
 mod dump;

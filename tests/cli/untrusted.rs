@@ -483,3 +483,15 @@ fn what_pm2_itself_refuses_is_a_lint_error() {
     assert_eq!(files, ["default.config.mjs", "missing.json", "old.json"], "{refused:#?}");
     assert!(refused[0].1.contains("export default") && refused[2].1.contains("node@4.1.2"), "{refused:#?}");
 }
+
+#[test]
+fn two_apps_with_one_name_in_one_file_are_refused_even_with_unique_name_off() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.json"), "[]").unwrap();
+    let app = |a: &str| serde_json::json!({"name": "dup", "namespace": "x", "script": "/bin/sleep", "interpreter": "none", "exec_mode": "fork", "min_uptime": 5000, "max_restarts": 5, "restart_delay": 3000, "env": {"A": a}});
+    std::fs::write(dir.path().join("eco.json"), serde_json::json!({"apps": [app("1"), app("2")]}).to_string()).unwrap();
+    std::fs::write(dir.path().join("reconcile.toml"), "[project]\necosystem = [\"eco.json\"]\nnamespaces = [\"x\"]\n[policies.rules.unique-name]\nseverity = \"off\"\n").unwrap();
+    let output = reconcile_with_secret(dir.path(), &["plan", "--live", "empty.json"]);
+    output.expect_code(1);
+    assert!(output.stderr.contains("`dup` is desired twice"), "{output:#?}");
+}

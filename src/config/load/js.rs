@@ -68,18 +68,22 @@ pub fn evaluate(source: &SourceFile, options: &LoadOptions) -> Result<Parsed, Lo
         LoadError::JsTimeout { path: path.clone(), after: options.js_timeout }
     };
     loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() >= deadline => return Err(timed_out(&group, &mut child)),
-            Ok(None) => thread::sleep(Duration::from_millis(5)),
+        // Not reaped yet (WNOWAIT): while node is a zombie its pid, the group's id,
+        // cannot be reused, so killing the group below can only reach its members.
+        match exited(child.id()) {
+            Ok(true) => break,
+            Ok(false) if Instant::now() >= deadline => return Err(timed_out(&group, &mut child)),
+            Ok(false) => thread::sleep(Duration::from_millis(5)),
             Err(source) => {
                 group.kill();
+                let _ = child.wait();
                 return Err(LoadError::Read { path, source });
             }
         }
     }
     // Node is done; anything the file left behind in the group goes now.
     group.kill();
+    let _ = child.wait();
     let (mut stdout, mut stderr) = (None, None);
     let mut holders_killed = false;
     while stdout.is_none() || stderr.is_none() {
@@ -155,6 +159,20 @@ impl Group {
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
         }
     }
+}
+
+/// Whether the child `pid` has exited, without reaping it.
+fn exited(pid: u32) -> std::io::Result<bool> {
+    let pid = libc::id_t::from(pid);
+    // SAFETY: `siginfo_t` is plain data that waitid fills; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on our own child with a valid pointer; WNOWAIT leaves it waitable.
+    let rc = unsafe { libc::waitid(libc::P_PID, pid, &raw mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: after a successful waitid, si_pid is set (0 when nothing has exited yet).
+    Ok(unsafe { info.si_pid() } != 0)
 }
 
 /// Kills the processes (other than this one) that hold one of `pipes` (as
