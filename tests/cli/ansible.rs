@@ -262,16 +262,18 @@ fn ansible_diff_shows_each_app_before_and_after_and_never_a_secret() {
 #[test]
 fn ansible_a_refused_apply_fails_the_task_with_reconciles_message_and_changes_nothing() {
     let w = World::new();
-    let apps = |greeting: &str| -> Vec<Value> {
-        ["a", "b", "c"].iter().map(|n| sleep_app(n, json!({"env": {"GREETING": greeting}}))).collect()
+    let apps = |greeting: &str, cwd: &str| -> Vec<Value> {
+        ["a", "b", "c"].iter().map(|n| sleep_app(n, json!({"env": {"GREETING": greeting}, "cwd": cwd}))).collect()
     };
-    w.write(&apps("hi"));
+    let first_cwd = w.project.to_string_lossy().to_string();
+    w.write(&apps("hi", &first_cwd));
     w.apply(&[]).expect(0);
     let before = w.ours();
     assert_eq!(before.len(), 3, "{before:?}");
 
-    // All three restarted: over [safety] max_changed_fraction (50%).
-    w.write(&apps("hello"));
+    // All three replaced (a new cwd forces it): over [safety] max_changed_fraction
+    // (50%). A release that only restarts them would pass the guard.
+    w.write(&apps("hello", "/"));
     for args in [&["--check"][..], &[][..]] {
         let run = w.apply(args);
         run.expect(2);
