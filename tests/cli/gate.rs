@@ -236,6 +236,10 @@ fn an_apply_killed_between_a_call_and_its_record_is_settled_by_the_next_apply() 
     w.write(&[slow_stopper(&w, json!({"env": {"V": "2"}}))]);
     let mut apply = spawn_apply(&w);
     wait_for_intent(&w, "restart");
+    // The intent is on disk before the call is sent: wait until the daemon has the call
+    // (it is stopping the app, which ignores SIGINT for kill_timeout), so the kill falls
+    // between the call and its record, not between the intent and the call.
+    wait_long(|| w.ours().iter().any(|p| p.0 == "stubborn" && (p.3 == "stopping" || p.2 >= 1)), "the daemon to begin the restart");
     // The restart is under way at the daemon (it waits out kill_timeout): kill -9 now.
     apply.kill().expect("kill -9");
     let _ = apply.wait();
