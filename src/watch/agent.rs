@@ -695,7 +695,13 @@ impl<L: Loader> Agent<L> {
         let looping: BTreeSet<&str> = self.break_due.iter().map(|d| d.app.as_str()).collect();
         for (key, drift) in &self.drifts {
             // A loop is broken, not healed; a broken loop waits for a new spec or code.
-            if looping.contains(drift.app.as_str()) || self.broken.contains_key(&drift.app) || !changing.contains(drift.app.as_str()) {
+            // `unsaved` is no reason to heal (apply would only save the dump), and its
+            // start must not count toward another drift's settle time.
+            if drift.reason == DriftKind::Unsaved
+                || looping.contains(drift.app.as_str())
+                || self.broken.contains_key(&drift.app)
+                || !changing.contains(drift.app.as_str())
+            {
                 continue;
             }
             let since = self.since.get(key).map_or(now, |s| s.0);
