@@ -121,6 +121,10 @@ pub struct Agent<L: Loader> {
     plan_due: Option<Trigger>,
     git_commit: Option<String>,
     git_error_told: bool,
+    /// Fetches failed in a row (the next one waits longer, see [`git_backoff`]).
+    git_failures: u32,
+    /// The commit last refused (unsigned, or a rewind): told once.
+    git_refused: Option<String>,
     next_git: Instant,
 }
 
@@ -171,6 +175,8 @@ impl<L: Loader> Agent<L> {
             plan_due: None,
             git_commit,
             git_error_told: false,
+            git_failures: 0,
+            git_refused: None,
             next_git: now + config.git.as_ref().map_or(Duration::ZERO, |g| g.1),
             config,
         };
@@ -698,15 +704,20 @@ impl<L: Loader> Agent<L> {
         let fetched = tokio::task::spawn_blocking(move || gitops::sync(&source)).await;
         let synced = match fetched {
             Ok(Ok(synced)) => synced,
-            Ok(Err(e)) => return self.git_failed(e.to_string()),
-            Err(e) => return self.git_failed(format!("the fetch stopped: {e}")),
+            Ok(Err(e)) => return self.git_failed(e.reason(), e.refused_commit().map(str::to_string), e.to_string()),
+            Err(e) => return self.git_failed("fetch", None, format!("the fetch stopped: {e}")),
         };
         self.git_error_told = false;
+        self.git_failures = 0;
+        self.git_refused = None;
+        let (remote, branch) = self.config.git.as_ref().map(|(s, _)| (s.remote.clone(), s.branch.clone())).unwrap_or_default();
+        if let Some(m) = &self.metrics {
+            m.source_synced(&branch, &synced.commit, crate::live::client::now_ms() / 1000);
+        }
         if !synced.moved() {
             return Ok(());
         }
-        let (remote, branch) = self.config.git.as_ref().map(|(s, _)| (s.remote.clone(), s.branch.clone())).unwrap_or_default();
-        self.emit(&Report::Git { remote, branch, commit: synced.commit.clone(), previous: synced.previous.clone() })?;
+        self.emit(&Report::Git { remote: super::gitcmd::scrub_userinfo(&remote), branch, commit: synced.commit.clone(), previous: synced.previous.clone() })?;
         self.git_commit = Some(synced.commit);
         if self.reload()? {
             self.recheck(Trigger::Git)?;
@@ -714,14 +725,40 @@ impl<L: Loader> Agent<L> {
         Ok(())
     }
 
-    fn git_failed(&mut self, error: String) -> std::io::Result<()> {
+    /// A fetch failed or its commit was refused: the clone stays where it was, the
+    /// next fetch waits longer (backoff), and each failure is told once.
+    fn git_failed(&mut self, reason: &'static str, refused: Option<String>, error: String) -> std::io::Result<()> {
+        let every = self.config.git.as_ref().map_or(Duration::from_secs(60), |g| g.1);
+        if let Some(m) = &self.metrics {
+            m.source_failed(reason);
+        }
+        if let Some(commit) = refused {
+            // A refused commit is not a transport failure: retry at the usual pace.
+            if self.git_refused.as_deref() == Some(commit.as_str()) {
+                return Ok(());
+            }
+            self.git_refused = Some(commit.clone());
+            let current = self.git_commit.clone();
+            return self.emit(&Report::GitRefused { commit, reason, current, error });
+        }
+        self.git_failures = self.git_failures.saturating_add(1);
+        let wait = git_backoff(every, self.git_failures);
+        self.next_git = Instant::now() + wait;
         if self.git_error_told {
             tracing::debug!(%error, "fetch failed again");
             return Ok(());
         }
         self.git_error_told = true;
-        self.emit(&Report::GitError { error: format!("{error}; retrying every {} s", self.config.git.as_ref().map_or(0, |g| g.1.as_secs())) })
+        self.emit(&Report::GitError { error: format!("{error}; the agent stays on its current commit and retries in {} s, then less often", wait.as_secs()) })
     }
+}
+
+/// The wait before the next fetch after `failures` in a row: the interval, doubled
+/// after each further failure, at most 16 intervals and at most 10 minutes (never
+/// less than one interval).
+pub fn git_backoff(every: Duration, failures: u32) -> Duration {
+    let doubled = every.saturating_mul(1u32 << failures.saturating_sub(1).min(4));
+    doubled.min(Duration::from_secs(600)).max(every)
 }
 
 enum Wake {
