@@ -836,3 +836,17 @@ fn absolute(path: &Path) -> PathBuf {
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_backoff_doubles_from_the_interval_up_to_sixteen_intervals_or_ten_minutes() {
+        let s = Duration::from_secs;
+        let waits: Vec<u64> = (1..=7).map(|n| git_backoff(s(10), n).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 160, 160]);
+        assert_eq!(git_backoff(s(60), 6), s(600));
+        assert_eq!(git_backoff(s(900), 3), s(900), "never shorter than the interval");
+    }
+}

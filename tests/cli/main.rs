@@ -13,6 +13,7 @@ mod import;
 mod lint;
 mod plan;
 mod plan_git;
+mod pull;
 mod quickstart;
 mod round_trip;
 mod live_read;
