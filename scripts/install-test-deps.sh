@@ -15,7 +15,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
+  # The tests start their own sshd on loopback; the package must not start the
+  # system's on port 22. policy-rc.d (exit 101) is Debian's way to say so.
+  made_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod +x /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
   $sudo apt-get update -qq
-  # policy-rc.d is Debian's way to keep the package from starting its own sshd service.
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  [ -z "$made_policy" ] || $sudo rm -f /usr/sbin/policy-rc.d
 fi

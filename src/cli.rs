@@ -162,6 +162,10 @@ pub struct WatchArgs {
     /// (one repository, a directory per host or group).
     #[arg(long, value_name = "DIR", requires = "git_remote")]
     pub path: Option<PathBuf>,
+    /// This host's label (repeatable): `[[hosts]]` entries of reconcile.toml whose
+    /// `match` labels all equal this host's add their ecosystem files.
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     /// Pull mode, https: a file (mode 600) of `username=NAME` and `password=TOKEN`
     /// lines, instead of RECONCILE_GIT_USERNAME/RECONCILE_GIT_PASSWORD.
     #[arg(long, value_name = "FILE", requires = "git_remote")]
@@ -307,4 +311,14 @@ pub struct LintArgs {
     /// List every rule (built-in and from [policies] paths) with its severity, then exit.
     #[arg(long)]
     pub list_rules: bool,
+}
+
+/// `--label K=V`: a label name (letters, digits, `-`, `_`, `.`, `/`) and its value.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("`{text}` is not K=V (e.g. --label role=web)"))?;
+    let name_ok = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+    if !name_ok {
+        return Err(format!("`{key}` is not a label name: use letters, digits, `-`, `_`, `.` or `/`"));
+    }
+    Ok((key.to_string(), value.to_string()))
 }

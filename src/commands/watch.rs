@@ -59,6 +59,7 @@ pub fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitStatus> {
     let loader = Glue {
         global,
         env: args.env.clone(),
+        labels: args.labels.iter().cloned().collect(),
         checkout: git.as_ref().map(|(s, _)| sub_path.as_ref().map_or_else(|| s.checkout.clone(), |p| s.checkout.join(p))),
         journal: std::path::absolute(crate::apply::journal::DEFAULT_PATH).context("resolving the working directory")?,
     };
@@ -150,6 +151,8 @@ fn checked_sub_path(dir: &Path) -> Result<PathBuf> {
 struct Glue<'a> {
     global: &'a GlobalArgs,
     env: Option<String>,
+    /// `--label`: selects `[[hosts]]` entries of reconcile.toml.
+    labels: std::collections::BTreeMap<String, String>,
     /// Pull mode: the clone the project is read from.
     checkout: Option<PathBuf>,
     /// Pull mode: the journal stays beside the agent, not in the clone.
@@ -176,6 +179,11 @@ impl Loader for Glue<'_> {
                 "watch needs a reconcile.toml naming the ecosystem files and the namespaces this project owns; create one, or name it with --config",
             )?,
         };
+        let mut project = project;
+        let matched = project.select_hosts(&self.labels);
+        if !self.labels.is_empty() {
+            tracing::info!(matched, labels = ?self.labels, "[[hosts]] entries selected by --label");
+        }
         let LiveSource::Daemon(home) = live_source(self.global, Some(&project))? else {
             bail!("watch needs the PM2 daemon");
         };

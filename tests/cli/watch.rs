@@ -571,29 +571,48 @@ fn two_agents_follow_one_repository_over_https_each_applying_its_own_path_withou
     let (a, b) = (World::new(&[]), World::new(&[]));
     let tmp = crate::support::short_tempdir();
     let repo = crate::pull::Repo::new(tmp.path());
+    // Host a has its own directory; b is served by a group directory, selected by its
+    // labels, with a file shared from outside that directory (PM2_HOME from the unit).
     let mut files = host_files("a", a.home.path(), "web-a", "3600");
-    files.extend(host_files("b", b.home.path(), "web-b", "3600"));
+    let eco = |app: &str| serde_json::to_string_pretty(&json!({"apps": [sleep_app(app, json!({}))]})).expect("json");
+    let group_toml = project_toml(b.home.path())
+        .replace(&format!("home = {:?}\n", b.home.path().display().to_string()), "")
+        .replace("ecosystem = [\"ecosystem.json\"]", "ecosystem = [\"../shared/common.json\"]")
+        + "\n[[hosts]]\nmatch = { role = \"worker\" }\necosystem = [\"worker.json\"]\n\n[[hosts]]\nmatch = { role = \"web\" }\necosystem = [\"web.json\"]\n";
+    assert!(!group_toml.contains("home ="), "{group_toml}");
+    files.extend([
+        ("groups/reconcile.toml".to_string(), group_toml),
+        ("groups/worker.json".to_string(), eco("web-b")),
+        ("groups/web.json".to_string(), eco("web-x")),
+        ("shared/common.json".to_string(), eco("common")),
+    ]);
     let first = repo.push(&as_refs(&files), "two hosts", None);
     let server = crate::pull::GitHttp::start(tmp.path(), "bot", SECRET, None);
     let remote = format!("{}/deploy.git", server.base);
-    let spawn = |world: &World, host: &str| {
+    let spawn = |world: &World, path: &str, labels: &[&str]| {
         let agent = world.home.path().join("agent");
         std::fs::create_dir_all(&agent).expect("agent dir");
         let mut cmd = crate::support::reconcile(&agent);
         cmd.env("PM2_HOME", world.home.path()).env("RECONCILE_GIT_USERNAME", "bot").env("RECONCILE_GIT_PASSWORD", SECRET);
         cmd.args(["--format", "json", "watch", "--git-remote", &remote, "--branch", "deploy", "--git-interval", "1"]);
-        cmd.args(["--path", &format!("hosts/{host}"), "--metrics", "127.0.0.1:0"]);
+        cmd.args(["--path", path, "--metrics", "127.0.0.1:0"]);
+        for label in labels {
+            cmd.args(["--label", label]);
+        }
         (Watch::spawn(cmd), agent)
     };
-    let (mut watch_a, agent_a) = spawn(&a, "a");
-    let (mut watch_b, agent_b) = spawn(&b, "b");
+    let (mut watch_a, agent_a) = spawn(&a, "hosts/a", &[]);
+    let (mut watch_b, agent_b) = spawn(&b, "groups", &["role=worker", "zone=b"]);
     for (watch, app) in [(&mut watch_a, "web-a"), (&mut watch_b, "web-b")] {
         let plan = watch.wait("the first plan", T, is("plan"));
         assert_eq!(plan["git_commit"].as_str(), Some(first.as_str()), "{plan}");
-        watch.wait("its app created", Duration::from_secs(40), move |l| l["kind"] == "healed" && l["apps"] == json!([app]));
+        watch.wait("its app created", Duration::from_secs(40), move |l| {
+            l["kind"] == "healed" && l["apps"].as_array().is_some_and(|apps| apps.contains(&json!(app)))
+        });
     }
     assert_eq!(a.ours("web-a").len(), 1);
-    assert_eq!((a.ours("web-b").len(), b.ours("web-a").len(), b.ours("web-b").len()), (0, 0, 1), "each host applies only its own path");
+    assert_eq!((a.ours("web-b").len(), a.ours("common").len(), b.ours("web-a").len()), (0, 0, 0), "each host applies only its own path");
+    assert_eq!((b.ours("web-b").len(), b.ours("common").len(), b.ours("web-x").len()), (1, 1, 0), "b: its group's files for role=worker, and the shared one");
 
     // A change to host a only: a applies it; b sees the commit and has nothing to do.
     let (mark_a, mark_b) = (watch_a.mark(), watch_b.mark());
