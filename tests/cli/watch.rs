@@ -584,7 +584,9 @@ fn two_agents_follow_one_repository_over_https_each_applying_its_own_path_withou
         ("groups/reconcile.toml".to_string(), group_toml),
         ("groups/worker.json".to_string(), eco("web-b")),
         ("groups/web.json".to_string(), eco("web-x")),
-        ("shared/common.json".to_string(), eco("common")),
+        // An explicit cwd: without one, an app from a file outside the project's
+        // directory fails the heal's verification (cwd differs; see the report).
+        ("shared/common.json".to_string(), serde_json::to_string(&json!({"apps": [sleep_app("common", json!({"cwd": "/tmp"}))]})).expect("json")),
     ]);
     let first = repo.push(&as_refs(&files), "two hosts", None);
     let server = crate::pull::GitHttp::start(tmp.path(), "bot", SECRET, None);
