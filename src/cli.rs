@@ -102,7 +102,7 @@ pub enum Command {
     /// it (exit 0); a daemon that goes away is reported and retried with backoff.
     /// Exit 1 only for bad input at start (no reconcile.toml, a non-loopback --metrics,
     /// an unusable --git-remote).
-    Watch(WatchArgs),
+    Watch(Box<WatchArgs>),
     /// Write an ecosystem file and a reconcile.toml from the live apps of some namespaces.
     ///
     /// Reads the daemon (or a `pm2 jlist` file given with --live) and writes only what
