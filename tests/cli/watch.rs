@@ -553,6 +553,62 @@ fn pull_mode_refuses_a_wrong_password_and_a_password_in_the_url_clearly_without_
     assert!(out.2.contains("RECONCILE_GIT_PASSWORD") && !out.2.contains(SECRET), "{}", out.2);
     assert!(files_containing(&agent, SECRET).is_empty());
     assert!(out.3 < Duration::from_secs(30));
+
+    // A credentials file: refused while others can read it; with mode 600 the fetch
+    // passes and the agent goes on to read the commit.
+    let creds = tmp.path().join("git-credentials");
+    std::fs::write(&creds, format!("username=bot\npassword={SECRET}\n")).expect("credentials");
+    let with_file = |mode: u32| {
+        std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(mode)).expect("chmod");
+        let mut cmd = crate::support::reconcile(&agent);
+        cmd.env("PM2_HOME", tmp.path().join("no-daemon")).args(["watch", "--git-remote", &remote, "--branch", "deploy"]);
+        cmd.args(["--git-credentials-file", creds.to_str().expect("path")]);
+        run(&mut cmd)
+    };
+    let out = with_file(0o644);
+    assert_eq!(out.0, 1, "{}", out.2);
+    assert!(out.2.contains("chmod 600"), "{}", out.2);
+    let out = with_file(0o600);
+    assert_eq!(out.0, 1, "{}", out.2);
+    // Fetched: the error is the committed reconcile.toml's (`x`), with its position.
+    assert!(out.2.contains("checkout/reconcile.toml:1:2") && !out.2.contains("cannot fetch"), "{}", out.2);
+    assert!(agent.join(".reconcile/checkout/reconcile.toml").is_file(), "fetched and checked out");
+    assert!(!out.1.contains(SECRET) && !out.2.contains(SECRET));
+    assert!(files_containing(&agent, SECRET).is_empty(), "{:?}", files_containing(&agent, SECRET));
+
+    let mut cmd = crate::support::reconcile(&agent);
+    cmd.args(["watch", "--git-remote", &remote, "--branch", "deploy", "--path", "../elsewhere"]);
+    let out = run(&mut cmd);
+    assert_eq!(out.0, 1, "{}", out.2);
+    assert!(out.2.contains("--path ../elsewhere: must be a directory inside the repository"), "{}", out.2);
+}
+
+#[test]
+fn pull_mode_over_ssh_refuses_an_unknown_host_key_and_fetches_from_a_known_one() {
+    let tmp = crate::support::short_tempdir();
+    let repo = crate::pull::Repo::new(tmp.path());
+    repo.push(&[("reconcile.toml", "x".into())], "one", None);
+    let key = crate::pull::keygen(tmp.path(), "deploy_key");
+    let server = crate::pull::Sshd::start(tmp.path(), &key);
+    let remote = format!("ssh://{}@127.0.0.1:{}{}", server.user, server.port, repo.bare.display());
+    let agent = tmp.path().join("agent");
+    std::fs::create_dir_all(&agent).expect("agent dir");
+    let known_hosts = tmp.path().join("known_hosts");
+    let watch = |known: &str| {
+        std::fs::write(&known_hosts, known).expect("known_hosts");
+        let mut cmd = crate::support::reconcile(&agent);
+        cmd.env("PM2_HOME", tmp.path().join("no-daemon")).args(["watch", "--git-remote", &remote, "--branch", "deploy"]);
+        cmd.args(["--git-ssh-key", key.to_str().expect("path"), "--git-known-hosts", known_hosts.to_str().expect("path")]);
+        run(&mut cmd)
+    };
+    let out = watch("");
+    assert_eq!(out.0, 1, "{}", out.2);
+    assert!(out.2.contains("cannot fetch branch `deploy`") && out.2.contains("Host key verification failed"), "{}", out.2);
+    assert!(!agent.join(".reconcile/checkout/reconcile.toml").exists());
+    let out = watch(&server.known_hosts_line());
+    assert_eq!(out.0, 1, "{}", out.2);
+    assert!(out.2.contains("checkout/reconcile.toml:1:2") && !out.2.contains("cannot fetch"), "fetched: {}", out.2);
+    assert!(agent.join(".reconcile/checkout/reconcile.toml").is_file());
 }
 
 /// A repository with one directory per host: `hosts/<name>/reconcile.toml` (that
