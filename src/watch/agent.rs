@@ -125,6 +125,9 @@ pub struct Agent<L: Loader> {
     git_failures: u32,
     /// The commit last refused (unsigned, or a rewind): told once.
     git_refused: Option<String>,
+    /// When the last sync succeeded (ms since the epoch), and the last failure.
+    git_synced_ms: Option<i64>,
+    git_last_error: Option<String>,
     next_git: Instant,
 }
 
@@ -177,6 +180,8 @@ impl<L: Loader> Agent<L> {
             git_error_told: false,
             git_failures: 0,
             git_refused: None,
+            git_synced_ms: None,
+            git_last_error: None,
             next_git: now + config.git.as_ref().map_or(Duration::ZERO, |g| g.1),
             config,
         };
@@ -711,9 +716,12 @@ impl<L: Loader> Agent<L> {
         self.git_failures = 0;
         self.git_refused = None;
         let (remote, branch) = self.config.git.as_ref().map(|(s, _)| (s.remote.clone(), s.branch.clone())).unwrap_or_default();
+        let now_ms = crate::live::client::now_ms();
         if let Some(m) = &self.metrics {
-            m.source_synced(&branch, &synced.commit, crate::live::client::now_ms() / 1000);
+            m.source_synced(&branch, &synced.commit, now_ms / 1000);
         }
+        self.git_synced_ms = Some(now_ms);
+        self.write_source_state(Some(&synced.commit));
         if !synced.moved() {
             return Ok(());
         }
@@ -732,15 +740,18 @@ impl<L: Loader> Agent<L> {
         if let Some(m) = &self.metrics {
             m.source_failed(reason);
         }
+        self.git_last_error = Some(error.clone());
         if let Some(commit) = refused {
             // A refused commit is not a transport failure: retry at the usual pace.
             if self.git_refused.as_deref() == Some(commit.as_str()) {
                 return Ok(());
             }
             self.git_refused = Some(commit.clone());
+            self.write_source_state(None);
             let current = self.git_commit.clone();
             return self.emit(&Report::GitRefused { commit, reason, current, error });
         }
+        self.write_source_state(None);
         self.git_failures = self.git_failures.saturating_add(1);
         let wait = git_backoff(every, self.git_failures);
         self.next_git = Instant::now() + wait;
@@ -750,6 +761,29 @@ impl<L: Loader> Agent<L> {
         }
         self.git_error_told = true;
         self.emit(&Report::GitError { error: format!("{error}; the agent stays on its current commit and retries in {} s, then less often", wait.as_secs()) })
+    }
+}
+
+impl<L: Loader> Agent<L> {
+    /// Pull mode: `.reconcile/source.json` beside the clone: the branch, the commit
+    /// checked out (`commit`, after a sync; else the one applied), the last successful
+    /// sync and the last error, for scripts and health checks. Best effort.
+    fn write_source_state(&self, commit: Option<&str>) {
+        let Some((source, _)) = &self.config.git else { return };
+        let state = serde_json::json!({
+            "remote": super::gitcmd::scrub_userinfo(&source.remote),
+            "branch": source.branch,
+            "commit": commit.or(self.git_commit.as_deref()),
+            "last_sync_ms": self.git_synced_ms,
+            "last_error": self.git_last_error,
+            "refused_commit": self.git_refused,
+        });
+        let path = source.checkout.with_file_name("source.json");
+        let tmp = path.with_extension("json.tmp");
+        let written = std::fs::write(&tmp, format!("{state:#}\n")).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(error) = written {
+            tracing::debug!(%error, path = %path.display(), "cannot write the source state");
+        }
     }
 }
 

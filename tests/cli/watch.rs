@@ -743,6 +743,9 @@ fn pull_mode_applies_a_signed_push_and_refuses_an_unsigned_one_with_an_event_and
     assert_eq!(after.iter().filter(|l| l["kind"] == "git_refused").count(), 1, "told once");
     assert_eq!(after.iter().filter(|l| l["kind"] == "git").count(), 0, "the clone did not move");
     assert_eq!(w.ours("web")[0].2, json!(["3600"]));
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(agent.join(".reconcile/source.json")).expect("source.json")).expect("json");
+    assert_eq!((state["commit"].as_str(), state["refused_commit"].as_str()), (Some(signed.as_str()), Some(unsigned.as_str())), "{state}");
+    assert!(state["last_error"].as_str().is_some_and(|e| e.contains("not signed")) && state["last_sync_ms"].is_i64(), "{state}");
 
     let mark = watch.mark();
     let resigned = repo.push(&files("3602"), "web: signed again", Some(&key));
@@ -750,6 +753,8 @@ fn pull_mode_applies_a_signed_push_and_refuses_an_unsigned_one_with_an_event_and
     assert_eq!(moved["commit"].as_str(), Some(resigned.as_str()));
     watch.wait_after(mark, "it applied", Duration::from_secs(40), |l| l["kind"] == "healed" && l["apps"] == json!(["web"]));
     assert_eq!(w.ours("web")[0].2, json!(["3602"]));
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(agent.join(".reconcile/source.json")).expect("source.json")).expect("json");
+    assert_eq!((state["commit"].as_str(), &state["refused_commit"]), (Some(resigned.as_str()), &Value::Null), "{state}");
     w.assert_bystanders_untouched();
 }
 
