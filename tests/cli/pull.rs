@@ -289,3 +289,87 @@ fn ssh_with_a_key_fetches_from_a_known_host_and_refuses_an_unknown_host_key() {
         assert!(!tmp.path().join(name).join(".reconcile/checkout/.git/refs/remotes/origin/deploy").exists());
     }
 }
+
+/// The fleet simulation (issue 20): `AGENTS` agents' fetch loops (the agent's own
+/// `sync`, every `INTERVAL`) follow one repository over smart HTTP with basic auth on
+/// loopback. Measures the server's requests per minute while idle, the time one
+/// fetch takes with all of them running, and how long a push takes to reach every
+/// agent. The apply side is left out (each host's apply is local to its own daemon;
+/// 20 PM2 daemons would measure this shared machine, not the git server). A
+/// measurement, not a check: run it by hand,
+/// `cargo nextest run --test cli --run-ignored only -E 'test(fleet_simulation)' --no-capture`.
+#[test]
+#[ignore = "a measurement; run by hand (see the doc comment)"]
+fn fleet_simulation_agents_following_one_repository() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const AGENTS: usize = 20;
+    const INTERVAL: Duration = Duration::from_secs(5);
+    let tmp = crate::support::short_tempdir();
+    let repo = Repo::new(tmp.path());
+    repo.push(&[("reconcile.toml", "x".into())], "one", None);
+    let server = GitHttp::start(tmp.path(), "bot", PASSWORD, None);
+    let remote = format!("{}/deploy.git", server.base);
+    let access = Access { credentials: Some(Credentials { username: "bot".into(), password: PASSWORD.into() }), ..Access::plain(Duration::from_secs(120)) };
+    let stop = Arc::new(AtomicBool::new(false));
+    let target: Arc<Mutex<Option<(String, Instant)>>> = Arc::new(Mutex::new(None));
+    let arrivals: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+    let fetches: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..AGENTS)
+        .map(|i| {
+            let source = source(remote.clone(), tmp.path().join(format!("agent-{i}/.reconcile/checkout")), access.clone());
+            let (stop, target, arrivals, fetches) = (Arc::clone(&stop), Arc::clone(&target), Arc::clone(&arrivals), Arc::clone(&fetches));
+            std::thread::spawn(move || {
+                // Agents start spread over one interval, as independent hosts do.
+                std::thread::sleep(INTERVAL * u32::try_from(i).unwrap() / u32::try_from(AGENTS).unwrap());
+                let mut arrived = false;
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    let synced = sync(&source).expect("sync");
+                    fetches.lock().unwrap().push(start.elapsed());
+                    if let Some((commit, pushed)) = target.lock().unwrap().clone()
+                        && !arrived
+                        && synced.commit == commit
+                    {
+                        arrivals.lock().unwrap().push(pushed.elapsed());
+                        arrived = true;
+                    }
+                    std::thread::sleep(INTERVAL.saturating_sub(start.elapsed()));
+                }
+            })
+        })
+        .collect();
+    // Idle: let every agent clone, then count a minute of requests.
+    std::thread::sleep(INTERVAL * 2);
+    let before = server.requests().lines().count();
+    fetches.lock().unwrap().clear();
+    std::thread::sleep(Duration::from_secs(60));
+    let idle_requests = server.requests().lines().count() - before;
+    let mut fetch_times = fetches.lock().unwrap().clone();
+    let pushed_at = Instant::now();
+    let commit = repo.push(&[("reconcile.toml", "y".into())], "two", None);
+    *target.lock().unwrap() = Some((commit, pushed_at));
+    let start = Instant::now();
+    while arrivals.lock().unwrap().len() < AGENTS {
+        assert!(start.elapsed() < Duration::from_secs(120), "not every agent got the push within 120 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut arrivals = arrivals.lock().unwrap().clone();
+    arrivals.sort();
+    fetch_times.sort();
+    let median = |v: &[Duration]| v[v.len() / 2];
+    println!(
+        "fleet simulation: {AGENTS} agents, every {INTERVAL:?}: {idle_requests} requests/min idle ({:.1} per fetch; {} fetches), \
+         fetch median {:?} p90 {:?}; push reached all agents in {:?} (median {:?})",
+        idle_requests as f64 / fetch_times.len().max(1) as f64,
+        fetch_times.len(),
+        median(&fetch_times),
+        fetch_times[fetch_times.len() * 9 / 10],
+        arrivals.last().unwrap(),
+        median(&arrivals),
+    );
+}
