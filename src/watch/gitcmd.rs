@@ -306,6 +306,27 @@ mod tests {
     }
 
     #[test]
+    fn credentials_reach_git_through_its_environment_and_askpass_never_its_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        let askpass = dir.path().join("askpass.sh");
+        write_askpass(&askpass).unwrap();
+        let access = Access {
+            credentials: Some(Credentials { username: "deploy-bot".into(), password: "pw-in-env-only".into() }),
+            ..Access::plain(Duration::from_secs(60))
+        };
+        // An alias runs a shell under git: it prints git's own command line, and what
+        // the askpass script answers to git's two prompts.
+        let alias = "alias.print-args=!cat /proc/$PPID/cmdline; echo; \"$GIT_ASKPASS\" 'Username for x'; \"$GIT_ASKPASS\" 'Password for x'";
+        run(dir.path(), &access, &askpass, &["init", "-q"]).unwrap();
+        let out = run(dir.path(), &access, &askpass, &["-c", alias, "print-args"]).unwrap();
+        let (cmdline, answers) = out.split_once('\n').unwrap();
+        assert!(cmdline.contains("credential.helper=") && !cmdline.contains("pw-in-env-only") && !cmdline.contains("deploy-bot"), "{cmdline}");
+        assert_eq!(answers.trim(), "deploy-bot\npw-in-env-only");
+        assert!(!std::fs::read_to_string(&askpass).unwrap().contains("pw-in-env-only"));
+        assert_eq!(std::fs::metadata(&askpass).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+
+    #[test]
     fn a_git_call_past_its_timeout_is_killed_with_its_children() {
         let dir = tempfile::tempdir().unwrap();
         // An alias runs a shell: git, sh and sleep are one process group, all killed.
