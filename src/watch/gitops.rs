@@ -110,6 +110,14 @@ pub fn sync(source: &GitSource) -> Result<Synced, SyncError> {
     if gitcmd::has_password_in_url(&source.remote) {
         return Err(SyncError::PasswordInUrl { remote: gitcmd::scrub_userinfo(&source.remote) });
     }
+    // The branch goes into a refspec: a name like `a:refs/heads/b` must not reach it.
+    if !git2::Reference::is_valid_name(&format!("refs/heads/{}", source.branch)) || source.branch.starts_with('-') {
+        return Err(SyncError::NoBranch {
+            remote: gitcmd::scrub_userinfo(&source.remote),
+            branch: source.branch.clone(),
+            message: "that is not a valid branch name".into(),
+        });
+    }
     let clone_err = |e: &dyn std::fmt::Display| SyncError::Clone { dir: source.checkout.clone(), message: e.to_string() };
     let repo = open_or_init(&source.checkout).map_err(|e| clone_err(&e))?;
     let url = remote_url(&source.remote);
@@ -207,7 +215,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_password_in_the_url_is_refused_without_showing_it() {
+    fn a_password_in_the_url_or_a_bad_branch_name_is_refused_up_front() {
         let source = GitSource {
             remote: "https://bot:hunter2@x/y.git".into(),
             branch: "main".into(),
@@ -218,6 +226,9 @@ mod tests {
         };
         let err = sync(&source).unwrap_err().to_string();
         assert!(err.contains("RECONCILE_GIT_PASSWORD") && !err.contains("hunter2"), "{err}");
+        let source = GitSource { remote: "/srv/git/deploy.git".into(), branch: "main:refs/heads/x".into(), ..source };
+        let err = sync(&source).unwrap_err().to_string();
+        assert!(err.contains("not a valid branch name"), "{err}");
     }
 
     #[test]
