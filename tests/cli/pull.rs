@@ -70,6 +70,14 @@ impl Repo {
     }
 }
 
+impl Repo {
+    /// Force-pushes the branch back to `commit`.
+    pub fn force_to(&self, commit: &str) {
+        git(&self.work, &["reset", "-q", "--hard", commit]);
+        git(&self.work, &["push", "-q", "-f", "origin", "deploy"]);
+    }
+}
+
 /// Polls `path` until it exists (a server writes its port there), within 30 s.
 fn wait_for_file(path: &Path, child: &mut Spawned) -> String {
     let start = Instant::now();

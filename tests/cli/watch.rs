@@ -703,7 +703,7 @@ fn two_agents_follow_one_repository_over_https_each_applying_its_own_path_withou
 }
 
 #[test]
-fn pull_mode_applies_a_signed_push_and_refuses_an_unsigned_one_with_an_event_and_a_metric() {
+fn pull_mode_applies_signed_pushes_and_refuses_an_unsigned_one_and_a_force_push_back() {
     let w = World::new(&[]);
     let tmp = crate::support::short_tempdir();
     let repo = crate::pull::Repo::new(tmp.path());
@@ -755,6 +755,13 @@ fn pull_mode_applies_a_signed_push_and_refuses_an_unsigned_one_with_an_event_and
     assert_eq!(w.ours("web")[0].2, json!(["3602"]));
     let state: Value = serde_json::from_str(&std::fs::read_to_string(agent.join(".reconcile/source.json")).expect("source.json")).expect("json");
     assert_eq!((state["commit"].as_str(), &state["refused_commit"]), (Some(resigned.as_str()), &Value::Null), "{state}");
+
+    // A force-push back to the first (signed) commit: refused without --git-allow-rewind.
+    let mark = watch.mark();
+    repo.force_to(&signed);
+    let refused = watch.wait_after(mark, "the rewind refused", T, is("git_refused"));
+    assert_eq!((refused["commit"].as_str(), refused["reason"].as_str(), refused["current"].as_str()), (Some(signed.as_str()), Some("rewind"), Some(resigned.as_str())), "{refused}");
+    assert_eq!(w.ours("web")[0].2, json!(["3602"]));
     w.assert_bystanders_untouched();
 }
 
