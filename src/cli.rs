@@ -296,7 +296,7 @@ pub enum Command {
     /// it (exit 0); a daemon that goes away is reported and retried with backoff.
     /// Exit 1 only for bad input at start (no reconcile.toml, a non-loopback --metrics,
     /// an unusable --git-remote).
-    Watch(WatchArgs),
+    Watch(Box<WatchArgs>),
     /// Write an ecosystem file and a reconcile.toml from the live apps of some namespaces.
     ///
     /// Reads the daemon (or a `pm2 jlist` file given with --live) and writes only what
@@ -353,9 +353,11 @@ pub struct WatchArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics; loopback only (127.0.0.1:PORT, [::1]:PORT).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
-    /// Pull mode: follow this git repository (a file:// URL or a local path) and apply
-    /// each new commit of --branch, with heal semantics. reconcile.toml (or --config)
-    /// is read from the clone, kept in .reconcile/checkout.
+    /// Pull mode: follow this git repository (https://, ssh://, user@host:path, file://
+    /// or a path; fetched by the system git) and apply each new commit of --branch,
+    /// with heal semantics. reconcile.toml (or --config) is read from the clone, kept
+    /// in .reconcile/checkout. https credentials: RECONCILE_GIT_USERNAME and
+    /// RECONCILE_GIT_PASSWORD, or --git-credentials-file; never in the URL.
     #[arg(long, value_name = "URL", requires = "branch")]
     pub git_remote: Option<String>,
     /// Pull mode: the branch to follow.
@@ -364,6 +366,40 @@ pub struct WatchArgs {
     /// Pull mode: seconds between fetches.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub git_interval: u64,
+    /// Pull mode: the longest one git call may take (seconds); it is killed after.
+    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..), requires = "git_remote")]
+    pub git_timeout: u64,
+    /// Pull mode: the directory of the repository holding this host's reconcile.toml
+    /// (one repository, a directory per host or group).
+    #[arg(long, value_name = "DIR", requires = "git_remote")]
+    pub path: Option<PathBuf>,
+    /// This host's label (repeatable): `[[hosts]]` entries of reconcile.toml whose
+    /// `match` labels all equal this host's add their ecosystem files.
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Pull mode, https: a file (mode 600) of `username=NAME` and `password=TOKEN`
+    /// lines, instead of RECONCILE_GIT_USERNAME/RECONCILE_GIT_PASSWORD.
+    #[arg(long, value_name = "FILE", requires = "git_remote")]
+    pub git_credentials_file: Option<PathBuf>,
+    /// Pull mode, https: a CA bundle to verify the server with (else the system's,
+    /// or GIT_SSL_CAINFO).
+    #[arg(long, value_name = "FILE", requires = "git_remote")]
+    pub git_ca_file: Option<PathBuf>,
+    /// Pull mode, ssh: the private key to log in with.
+    #[arg(long, value_name = "FILE", requires = "git_remote")]
+    pub git_ssh_key: Option<PathBuf>,
+    /// Pull mode, ssh: the known_hosts file the server's key must be in (else ssh's
+    /// defaults). Unknown host keys are always refused.
+    #[arg(long, value_name = "FILE", requires = "git_remote")]
+    pub git_known_hosts: Option<PathBuf>,
+    /// Pull mode: apply a commit only if it is signed by a key in this OpenSSH
+    /// allowed_signers file; others are reported and the agent stays where it is.
+    #[arg(long, value_name = "FILE", requires = "git_remote")]
+    pub verify_signers: Option<PathBuf>,
+    /// Pull mode: follow the branch also when it moves to a commit that does not
+    /// contain the current one (a force-push back); refused otherwise.
+    #[arg(long, requires = "git_remote")]
+    pub git_allow_rewind: bool,
     /// Which env_<name> block to merge (default: [project] env).
     #[arg(long, value_name = "NAME")]
     pub env: Option<String>,
@@ -495,4 +531,14 @@ pub struct LintArgs {
     /// Explain one rule (what it checks, why, how to fix, its parameters), then exit.
     #[arg(long, value_name = "RULE")]
     pub explain: Option<String>,
+}
+
+/// `--label K=V`: a label name (letters, digits, `-`, `_`, `.`, `/`) and its value.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("`{text}` is not K=V (e.g. --label role=web)"))?;
+    let name_ok = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+    if !name_ok {
+        return Err(format!("`{key}` is not a label name: use letters, digits, `-`, `_`, `.` or `/`"));
+    }
+    Ok((key.to_string(), value.to_string()))
 }

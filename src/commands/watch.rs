@@ -13,6 +13,7 @@ use crate::ExitStatus;
 use crate::cli::{Format, GlobalArgs, WatchArgs};
 use crate::config::Project;
 use crate::live::{LiveSource, Pm2Home};
+use crate::watch::gitcmd::{Access, Credentials};
 use crate::watch::gitops::{self, GitSource};
 use crate::watch::metrics::{self, Metrics};
 use crate::watch::report::Report;
@@ -28,11 +29,19 @@ pub fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitStatus> {
     let git = match (&args.git_remote, &args.branch) {
         (Some(remote), Some(branch)) => {
             let checkout = std::path::absolute(gitops::CHECKOUT_DIR).context("resolving the working directory")?;
-            let source = GitSource { remote: remote.clone(), branch: branch.clone(), checkout };
+            let source = GitSource {
+                remote: remote.clone(),
+                branch: branch.clone(),
+                checkout,
+                access: access(args)?,
+                verify_signers: args.verify_signers.as_deref().map(|f| readable("--verify-signers", f)).transpose()?,
+                allow_rewind: args.git_allow_rewind,
+            };
             Some((source, Duration::from_secs(args.git_interval)))
         }
         _ => None,
     };
+    let sub_path = args.path.as_deref().map(checked_sub_path).transpose()?;
     // Pull mode applies each new commit: it heals, whether or not --heal was given.
     let heal = (args.heal || git.is_some()).then(|| HealPolicy {
         max_attempts: args.heal_max_attempts,
@@ -50,7 +59,8 @@ pub fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitStatus> {
     let loader = Glue {
         global,
         env: args.env.clone(),
-        checkout: git.as_ref().map(|(s, _)| s.checkout.clone()),
+        labels: args.labels.iter().cloned().collect(),
+        checkout: git.as_ref().map(|(s, _)| sub_path.as_ref().map_or_else(|| s.checkout.clone(), |p| s.checkout.join(p))),
         journal: std::path::absolute(crate::apply::journal::DEFAULT_PATH).context("resolving the working directory")?,
     };
 
@@ -66,8 +76,16 @@ pub fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitStatus> {
         let commit = match &git {
             Some((source, _)) => {
                 let source = source.clone();
-                let synced = tokio::task::spawn_blocking(move || gitops::sync(&source)).await.context("fetching the branch")??;
-                Some(synced.commit)
+                let checkout = source.checkout.clone();
+                match tokio::task::spawn_blocking(move || gitops::sync(&source)).await.context("fetching the branch")? {
+                    Ok(synced) => Some(synced.commit),
+                    // A clone from an earlier run: keep applying it; the loop retries and reports.
+                    Err(e) if !matches!(e, gitops::SyncError::PasswordInUrl { .. }) && gitops::current(&checkout).is_some() => {
+                        tracing::warn!(error = %e, "the first sync failed; starting on the commit checked out before");
+                        gitops::current(&checkout)
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             None => None,
         };
@@ -98,10 +116,43 @@ pub fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitStatus> {
     status
 }
 
+/// How the remote is reached, from the flags and the environment. Files named are
+/// checked up front, so a typo is an error at start rather than a fetch failure.
+fn access(args: &WatchArgs) -> Result<Access> {
+    let credentials = match &args.git_credentials_file {
+        Some(file) => Some(Credentials::from_file(file)?),
+        None => Credentials::from_env(),
+    };
+    Ok(Access {
+        credentials,
+        ca_file: args.git_ca_file.as_deref().map(|f| readable("--git-ca-file", f)).transpose()?,
+        ssh_key: args.git_ssh_key.as_deref().map(|f| readable("--git-ssh-key", f)).transpose()?,
+        known_hosts: args.git_known_hosts.as_deref().map(|f| readable("--git-known-hosts", f)).transpose()?,
+        timeout: Duration::from_secs(args.git_timeout),
+    })
+}
+
+/// `file` as an absolute path, if it can be read (git runs in the clone's directory).
+fn readable(flag: &str, file: &Path) -> Result<PathBuf> {
+    std::fs::File::open(file).with_context(|| format!("{flag} {}: cannot read the file", file.display()))?;
+    std::path::absolute(file).with_context(|| format!("{flag} {}", file.display()))
+}
+
+/// `--path DIR`: a directory inside the repository (relative, no `..`).
+fn checked_sub_path(dir: &Path) -> Result<PathBuf> {
+    let inside = dir.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+    if !inside {
+        bail!("--path {}: must be a directory inside the repository, relative to its root and without `..` (e.g. --path hosts/web-1)", dir.display());
+    }
+    Ok(dir.to_path_buf())
+}
+
 /// The command line's side of the watcher: where the project is, how it is checked.
 struct Glue<'a> {
     global: &'a GlobalArgs,
     env: Option<String>,
+    /// `--label`: selects `[[hosts]]` entries of reconcile.toml.
+    labels: std::collections::BTreeMap<String, String>,
     /// Pull mode: the clone the project is read from.
     checkout: Option<PathBuf>,
     /// Pull mode: the journal stays beside the agent, not in the clone.
@@ -114,7 +165,7 @@ impl Loader for Glue<'_> {
             Some(dir) => {
                 let mut project = Project::discover(self.global.config.as_deref(), dir)?.with_context(|| {
                     format!(
-                        "the followed branch has no {} at its root (in {}); commit one, or name it with --config (relative to the repository)",
+                        "the followed branch has no {} in {} (the repository's root, or --path); commit one, or name it with --config (relative to that directory)",
                         crate::config::project::FILE_NAME,
                         dir.display()
                     )
@@ -130,6 +181,11 @@ impl Loader for Glue<'_> {
                 "watch needs a reconcile.toml naming the ecosystem files and the namespaces this project owns, and there is none here; create one (`reconcile import --namespace NS` writes one from the apps running now), or name it with --config",
             )?,
         };
+        let mut project = project;
+        let matched = project.select_hosts(&self.labels);
+        if !self.labels.is_empty() {
+            tracing::info!(matched, labels = ?self.labels, "[[hosts]] entries selected by --label");
+        }
         let LiveSource::Daemon(home) = live_source(self.global, Some(&project))? else {
             bail!("watch needs the PM2 daemon");
         };

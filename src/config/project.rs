@@ -49,6 +49,29 @@ pub struct Settings {
     pub journal: JournalSection,
     #[serde(default)]
     pub revision: RevisionSection,
+    /// `[[hosts]]`: desired-state files for the hosts whose labels match.
+    #[serde(default)]
+    pub hosts: Vec<HostsEntry>,
+}
+
+/// One `[[hosts]]` entry: `match = { role = "web" }` and the `ecosystem` files the
+/// hosts with every one of those labels (`watch --label role=web`) also apply. One
+/// directory of a fleet's repository can so serve a group of hosts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostsEntry {
+    /// Label name to the value a host must have; all must match (at least one).
+    #[serde(rename = "match")]
+    pub selector: BTreeMap<String, String>,
+    /// Desired-state files added for matching hosts, relative to `reconcile.toml`.
+    pub ecosystem: Vec<PathBuf>,
+}
+
+impl HostsEntry {
+    /// Whether a host with `labels` is selected.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        !self.selector.is_empty() && self.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
 }
 
 /// `[project]`.
@@ -398,7 +421,31 @@ impl Project {
                 message: "[revision] mode = \"files\" needs `files` globs, e.g. files = [\"dist/**\", \"package.json\"]".into(),
             });
         }
+        if let Some(i) = settings.hosts.iter().position(|h| h.selector.is_empty() || h.ecosystem.is_empty()) {
+            // The i-th `[[hosts]]` header, for the position.
+            let offset = text.match_indices("[[hosts]]").nth(i).map_or(0, |(o, _)| o);
+            let location = SourceFile::new(path, text).location(offset);
+            return Err(ProjectError::Invalid {
+                path: path.to_path_buf(),
+                line: location.line,
+                column: location.column,
+                message: "a [[hosts]] entry needs a non-empty `match` (e.g. match = { role = \"web\" }) and `ecosystem` files".into(),
+            });
+        }
         Ok(settings)
+    }
+
+    /// Adds the `ecosystem` files of every `[[hosts]]` entry that `labels` match to
+    /// `[project] ecosystem` (`watch --label`). Returns how many entries matched.
+    pub fn select_hosts(&mut self, labels: &BTreeMap<String, String>) -> usize {
+        let selected: Vec<PathBuf> = self.settings.hosts.iter().filter(|h| h.matches(labels)).flat_map(|h| h.ecosystem.clone()).collect();
+        let matched = self.settings.hosts.iter().filter(|h| h.matches(labels)).count();
+        for file in selected {
+            if !self.settings.project.ecosystem.contains(&file) {
+                self.settings.project.ecosystem.push(file);
+            }
+        }
+        matched
     }
 
     /// The ecosystem files, resolved against the project directory.
@@ -434,6 +481,27 @@ mod tests {
             .unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("r.toml:3:1: unknown field `namespace`"), "{text}");
+    }
+
+    #[test]
+    fn hosts_entries_add_ecosystem_files_for_matching_labels_only() {
+        let text = "[project]\necosystem = [\"base.json\"]\nnamespaces = [\"a\"]\n\n[[hosts]]\nmatch = { role = \"web\", region = \"eu\" }\necosystem = [\"web.json\"]\n\n[[hosts]]\nmatch = { role = \"worker\" }\necosystem = [\"worker.json\"]\n";
+        let settings = Project::parse(Path::new("r.toml"), text).unwrap();
+        let project = Project { path: "r.toml".into(), root: ".".into(), settings };
+        let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+        let files = |l: &[(&str, &str)]| {
+            let mut p = project.clone();
+            let n = p.select_hosts(&labels(l));
+            (n, p.settings.project.ecosystem.iter().map(|f| f.display().to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(files(&[("role", "web"), ("region", "eu")]), (1, vec!["base.json".into(), "web.json".into()]));
+        assert_eq!(files(&[("role", "web"), ("region", "us")]), (0, vec!["base.json".into()]), "every label must match");
+        assert_eq!(files(&[("role", "worker"), ("zone", "b")]), (1, vec!["base.json".into(), "worker.json".into()]));
+        assert_eq!(files(&[]), (0, vec!["base.json".into()]));
+        let err = Project::parse(Path::new("r.toml"), "[[hosts]]\nmatch = { role = \"web\" }\necosystem = [\"w.json\"]\nlabels = 1\n").unwrap_err();
+        assert!(err.to_string().starts_with("r.toml:4:1: unknown field `labels`"), "{err}");
+        let err = Project::parse(Path::new("r.toml"), "[project]\nname = \"x\"\n\n[[hosts]]\nmatch = {}\necosystem = [\"w.json\"]\n").unwrap_err();
+        assert!(err.to_string().starts_with("r.toml:4:1: a [[hosts]] entry needs a non-empty `match`"), "{err}");
     }
 
     #[test]

@@ -122,6 +122,7 @@ fn describe(report: &Report) -> (anstyle::Style, String, Vec<String>) {
             (plain, format!("{remote} {branch} is at {} ({from})", short(commit)), Vec::new())
         }
         Report::GitError { error } => (bad, error.clone(), Vec::new()),
+        Report::GitRefused { error, .. } => (bad, error.clone(), Vec::new()),
         Report::Error { message } => (bad, message.clone(), Vec::new()),
         Report::Stopping { signal } => (plain, format!("{signal} received; stopped"), Vec::new()),
     }

@@ -130,6 +130,13 @@ pub struct Agent<L: Loader> {
     plan_due: Option<Trigger>,
     git_commit: Option<String>,
     git_error_told: bool,
+    /// Fetches failed in a row (the next one waits longer, see [`git_backoff`]).
+    git_failures: u32,
+    /// The commit last refused (unsigned, or a rewind): told once.
+    git_refused: Option<String>,
+    /// When the last sync succeeded (ms since the epoch), and the last failure.
+    git_synced_ms: Option<i64>,
+    git_last_error: Option<String>,
     next_git: Instant,
     /// PM2's dump, kept between reads (`[pm2] save`).
     dump_cache: dump::SavedCache,
@@ -187,6 +194,10 @@ impl<L: Loader> Agent<L> {
             plan_due: None,
             git_commit,
             git_error_told: false,
+            git_failures: 0,
+            git_refused: None,
+            git_synced_ms: None,
+            git_last_error: None,
             next_git: now + config.git.as_ref().map_or(Duration::ZERO, |g| g.1),
             dump_cache: dump::SavedCache::default(),
             dump_error: None,
@@ -883,15 +894,23 @@ impl<L: Loader> Agent<L> {
         let fetched = tokio::task::spawn_blocking(move || gitops::sync(&source)).await;
         let synced = match fetched {
             Ok(Ok(synced)) => synced,
-            Ok(Err(e)) => return self.git_failed(e.to_string()),
-            Err(e) => return self.git_failed(format!("the fetch stopped: {e}")),
+            Ok(Err(e)) => return self.git_failed(e.reason(), e.refused_commit().map(str::to_string), e.to_string()),
+            Err(e) => return self.git_failed("fetch", None, format!("the fetch stopped: {e}")),
         };
         self.git_error_told = false;
+        self.git_failures = 0;
+        self.git_refused = None;
+        let (remote, branch) = self.config.git.as_ref().map(|(s, _)| (s.remote.clone(), s.branch.clone())).unwrap_or_default();
+        let now_ms = crate::live::client::now_ms();
+        if let Some(m) = &self.metrics {
+            m.source_synced(&branch, &synced.commit, now_ms / 1000);
+        }
+        self.git_synced_ms = Some(now_ms);
+        self.write_source_state(Some(&synced.commit));
         if !synced.moved() {
             return Ok(());
         }
-        let (remote, branch) = self.config.git.as_ref().map(|(s, _)| (s.remote.clone(), s.branch.clone())).unwrap_or_default();
-        self.emit(&Report::Git { remote, branch, commit: synced.commit.clone(), previous: synced.previous.clone() })?;
+        self.emit(&Report::Git { remote: super::gitcmd::scrub_userinfo(&remote), branch, commit: synced.commit.clone(), previous: synced.previous.clone() })?;
         self.git_commit = Some(synced.commit);
         if self.reload()? {
             self.recheck(Trigger::Git)?;
@@ -899,13 +918,34 @@ impl<L: Loader> Agent<L> {
         Ok(())
     }
 
-    fn git_failed(&mut self, error: String) -> std::io::Result<()> {
+    /// A fetch failed or its commit was refused: the clone stays where it was, the
+    /// next fetch waits longer (backoff), and each failure is told once.
+    fn git_failed(&mut self, reason: &'static str, refused: Option<String>, error: String) -> std::io::Result<()> {
+        let every = self.config.git.as_ref().map_or(Duration::from_secs(60), |g| g.1);
+        if let Some(m) = &self.metrics {
+            m.source_failed(reason);
+        }
+        self.git_last_error = Some(error.clone());
+        if let Some(commit) = refused {
+            // A refused commit is not a transport failure: retry at the usual pace.
+            if self.git_refused.as_deref() == Some(commit.as_str()) {
+                return Ok(());
+            }
+            self.git_refused = Some(commit.clone());
+            self.write_source_state(None);
+            let current = self.git_commit.clone();
+            return self.emit(&Report::GitRefused { commit, reason, current, error });
+        }
+        self.write_source_state(None);
+        self.git_failures = self.git_failures.saturating_add(1);
+        let wait = git_backoff(every, self.git_failures);
+        self.next_git = Instant::now() + wait;
         if self.git_error_told {
             tracing::debug!(%error, "fetch failed again");
             return Ok(());
         }
         self.git_error_told = true;
-        self.emit(&Report::GitError { error: format!("{error}; retrying every {} s", self.config.git.as_ref().map_or(0, |g| g.1.as_secs())) })
+        self.emit(&Report::GitError { error: format!("{error}; the agent stays on its current commit and retries in {} s, then less often", wait.as_secs()) })
     }
 }
 
@@ -920,6 +960,37 @@ struct Fingerprint {
 fn code_mark(script: &Path) -> Option<(std::time::SystemTime, u64)> {
     let meta = std::fs::metadata(script).ok()?;
     Some((meta.modified().ok()?, meta.len()))
+}
+
+impl<L: Loader> Agent<L> {
+    /// Pull mode: `.reconcile/source.json` beside the clone: the branch, the commit
+    /// checked out (`commit`, after a sync; else the one applied), the last successful
+    /// sync and the last error, for scripts and health checks. Best effort.
+    fn write_source_state(&self, commit: Option<&str>) {
+        let Some((source, _)) = &self.config.git else { return };
+        let state = serde_json::json!({
+            "remote": super::gitcmd::scrub_userinfo(&source.remote),
+            "branch": source.branch,
+            "commit": commit.or(self.git_commit.as_deref()),
+            "last_sync_ms": self.git_synced_ms,
+            "last_error": self.git_last_error,
+            "refused_commit": self.git_refused,
+        });
+        let path = source.checkout.with_file_name("source.json");
+        let tmp = path.with_extension("json.tmp");
+        let written = std::fs::write(&tmp, format!("{state:#}\n")).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(error) = written {
+            tracing::debug!(%error, path = %path.display(), "cannot write the source state");
+        }
+    }
+}
+
+/// The wait before the next fetch after `failures` in a row: the interval, doubled
+/// after each further failure, at most 16 intervals and at most 10 minutes (never
+/// less than one interval).
+pub fn git_backoff(every: Duration, failures: u32) -> Duration {
+    let doubled = every.saturating_mul(1u32 << failures.saturating_sub(1).min(4));
+    doubled.min(Duration::from_secs(600)).max(every)
 }
 
 enum Wake {
@@ -996,4 +1067,18 @@ fn absolute(path: &Path) -> PathBuf {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_backoff_doubles_from_the_interval_up_to_sixteen_intervals_or_ten_minutes() {
+        let s = Duration::from_secs;
+        let waits: Vec<u64> = (1..=7).map(|n| git_backoff(s(10), n).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 160, 160]);
+        assert_eq!(git_backoff(s(60), 6), s(600));
+        assert_eq!(git_backoff(s(900), 3), s(900), "never shorter than the interval");
+    }
 }

@@ -98,6 +98,9 @@ pub struct Metrics {
     last_plan: Gauge,
     heals: Family<Labels, Counter>,
     daemon_up: Gauge,
+    source_info: Family<Labels, Gauge>,
+    source_last_sync: Gauge,
+    source_failures: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -132,13 +135,27 @@ impl Metrics {
         );
         registry.register("heals", "Heal attempts by the watcher, by outcome", heals.clone());
         registry.register("daemon_up", "1 while the PM2 daemon answers, else 0", daemon_up.clone());
+        let source_info = Family::<Labels, Gauge>::default();
+        let source_last_sync = Gauge::default();
+        let source_failures = Family::<Labels, Counter>::default();
+        registry.register("source_info", "Pull mode: the followed branch and the commit checked out (value 1)", source_info.clone());
+        registry.register(
+            "source_last_sync_timestamp_seconds",
+            "Pull mode: when the branch was last fetched and checked successfully, unix seconds",
+            source_last_sync.clone(),
+        );
+        registry.register(
+            "source_failures",
+            "Pull mode: failed syncs, by reason (fetch, no_branch, clone, unverified, rewind)",
+            source_failures.clone(),
+        );
         for kind in DriftKind::ALL {
             drift.get_or_create(&vec![("kind", kind.as_str().to_string())]).set(0);
         }
         for outcome in APPLY_OUTCOMES {
             let _ = heals.get_or_create(&vec![("outcome", outcome.to_string())]).get();
         }
-        Self { registry, drift, app_drift, processes, restarts, restarts_seen: Mutex::default(), last_plan, heals, daemon_up }
+        Self { registry, drift, app_drift, processes, restarts, restarts_seen: Mutex::default(), last_plan, heals, daemon_up, source_info, source_last_sync, source_failures }
     }
 
     /// Sets the drift gauges (every kind; zero where none).
@@ -209,6 +226,18 @@ impl Metrics {
     /// Whether the daemon answers.
     pub fn daemon(&self, up: bool) {
         self.daemon_up.set(i64::from(up));
+    }
+
+    /// Pull mode: a sync succeeded at `unix_s`; the clone is at `commit` of `branch`.
+    pub fn source_synced(&self, branch: &str, commit: &str, unix_s: i64) {
+        self.source_info.clear();
+        self.source_info.get_or_create(&vec![("branch", branch.to_string()), ("commit", commit.to_string())]).set(1);
+        self.source_last_sync.set(unix_s);
+    }
+
+    /// Pull mode: a sync failed for `reason`.
+    pub fn source_failed(&self, reason: &str) {
+        self.source_failures.get_or_create(&vec![("reason", reason.to_string())]).inc();
     }
 
     /// The OpenMetrics 1.0 text exposition.

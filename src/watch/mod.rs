@@ -6,12 +6,14 @@
 //! - [`files`]: the desired-state files, watched and debounced;
 //! - [`metrics`]: Prometheus metrics on loopback;
 //! - [`gitops`]: following a git branch into a local clone;
+//! - [`gitcmd`]: the system `git`, bounded and credential-safe;
 //! - [`report`]: what the watcher says, one line each (the JSON contract);
 //! - [`agent`]: the loop that ties them together.
 
 pub mod agent;
 pub mod drift;
 pub mod files;
+pub mod gitcmd;
 pub mod gitops;
 pub mod heal;
 pub mod metrics;

@@ -122,8 +122,11 @@ pub enum Report {
     ForeignCrashLoop { app: String, namespace: String, pm_ids: Vec<u64>, detail: String },
     /// The followed branch moved; the clone is at `commit` now.
     Git { remote: String, branch: String, commit: String, previous: Option<String> },
-    /// Fetching the branch failed; retried at the next interval.
+    /// Fetching the branch failed; retried with backoff, the clone unchanged.
     GitError { error: String },
+    /// The branch moved to a commit that is not applied (`reason`: `unverified`, not
+    /// signed by an allowed key; `rewind`, a force-push back); the agent stays on `current`.
+    GitRefused { commit: String, reason: &'static str, current: Option<String>, error: String },
     /// Something that stops part of the watcher until fixed (reconcile.toml unreadable,
     /// a file watch failed); the message says what to do.
     Error { message: String },
@@ -151,6 +154,7 @@ impl Report {
             Self::ForeignCrashLoop { .. } => "foreign_crash_loop",
             Self::Git { .. } => "git",
             Self::GitError { .. } => "git_error",
+            Self::GitRefused { .. } => "git_refused",
             Self::Error { .. } => "error",
             Self::Stopping { .. } => "stopping",
         }

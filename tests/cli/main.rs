@@ -22,6 +22,7 @@ mod metrics_format;
 mod noise;
 mod plan;
 mod plan_git;
+mod pull;
 mod quickstart;
 mod round_trip;
 mod live_read;

@@ -514,17 +514,260 @@ fn pull_mode_applies_a_commit_that_changes_an_app() {
     w.assert_bystanders_untouched();
 }
 
+const SECRET: &str = "tok-Wx92-never-shown";
+
+/// Every file under `dir` (recursively) that contains `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle)) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
 #[test]
-fn pull_mode_refuses_a_network_remote_it_cannot_fetch() {
+fn pull_mode_refuses_a_wrong_password_and_a_password_in_the_url_clearly_without_showing_them() {
+    let tmp = crate::support::short_tempdir();
+    let repo = crate::pull::Repo::new(tmp.path());
+    repo.push(&[("reconcile.toml", "x".into())], "one", None);
+    let server = crate::pull::GitHttp::start(tmp.path(), "bot", SECRET, None);
+    let agent = tmp.path().join("agent");
+    std::fs::create_dir_all(&agent).expect("agent dir");
+    let remote = format!("{}/deploy.git", server.base);
+
+    let mut cmd = crate::support::reconcile(&agent);
+    cmd.env("PM2_HOME", tmp.path().join("no-daemon")).env("RECONCILE_GIT_USERNAME", "bot").env("RECONCILE_GIT_PASSWORD", "wrong-Pw-7731");
+    cmd.args(["watch", "--git-remote", &remote, "--branch", "deploy"]);
+    let out = run(&mut cmd);
+    assert_eq!(out.0, 1, "{}", out.2);
+    assert!(out.2.contains("cannot fetch branch `deploy`") && out.2.contains("Authentication failed"), "{}", out.2);
+    assert!(!out.1.contains("wrong-Pw-7731") && !out.2.contains("wrong-Pw-7731"), "{}", out.2);
+
+    let with_password = remote.replace("://", &format!("://bot:{SECRET}@"));
+    let mut cmd = crate::support::reconcile(&agent);
+    cmd.env("PM2_HOME", tmp.path().join("no-daemon")).args(["watch", "--git-remote", &with_password, "--branch", "deploy"]);
+    let out = run(&mut cmd);
+    assert_eq!(out.0, 1, "{}", out.2);
+    assert!(out.2.contains("RECONCILE_GIT_PASSWORD") && !out.2.contains(SECRET), "{}", out.2);
+    assert!(files_containing(&agent, SECRET).is_empty());
+    assert!(out.3 < Duration::from_secs(30));
+
+    // A credentials file: refused while others can read it; with mode 600 the fetch
+    // passes and the agent goes on to read the commit.
+    let creds = tmp.path().join("git-credentials");
+    std::fs::write(&creds, format!("username=bot\npassword={SECRET}\n")).expect("credentials");
+    let with_file = |mode: u32| {
+        std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(mode)).expect("chmod");
+        let mut cmd = crate::support::reconcile(&agent);
+        cmd.env("PM2_HOME", tmp.path().join("no-daemon")).args(["watch", "--git-remote", &remote, "--branch", "deploy"]);
+        cmd.args(["--git-credentials-file", creds.to_str().expect("path")]);
+        run(&mut cmd)
+    };
+    let out = with_file(0o644);
+    assert_eq!(out.0, 1, "{}", out.2);
+    assert!(out.2.contains("chmod 600"), "{}", out.2);
+    let out = with_file(0o600);
+    assert_eq!(out.0, 1, "{}", out.2);
+    // Fetched: the error is the committed reconcile.toml's (`x`), with its position.
+    assert!(out.2.contains("checkout/reconcile.toml:1:2") && !out.2.contains("cannot fetch"), "{}", out.2);
+    assert!(agent.join(".reconcile/checkout/reconcile.toml").is_file(), "fetched and checked out");
+    assert!(!out.1.contains(SECRET) && !out.2.contains(SECRET));
+    assert!(files_containing(&agent, SECRET).is_empty(), "{:?}", files_containing(&agent, SECRET));
+
+    let mut cmd = crate::support::reconcile(&agent);
+    cmd.args(["watch", "--git-remote", &remote, "--branch", "deploy", "--path", "../elsewhere"]);
+    let out = run(&mut cmd);
+    assert_eq!(out.0, 1, "{}", out.2);
+    assert!(out.2.contains("--path ../elsewhere: must be a directory inside the repository"), "{}", out.2);
+}
+
+#[test]
+fn pull_mode_over_ssh_refuses_an_unknown_host_key_and_fetches_from_a_known_one() {
+    let tmp = crate::support::short_tempdir();
+    let repo = crate::pull::Repo::new(tmp.path());
+    repo.push(&[("reconcile.toml", "x".into())], "one", None);
+    let key = crate::pull::keygen(tmp.path(), "deploy_key");
+    let server = crate::pull::Sshd::start(tmp.path(), &key);
+    let remote = format!("ssh://{}@127.0.0.1:{}{}", server.user, server.port, repo.bare.display());
+    let agent = tmp.path().join("agent");
+    std::fs::create_dir_all(&agent).expect("agent dir");
+    let known_hosts = tmp.path().join("known_hosts");
+    let watch = |known: &str| {
+        std::fs::write(&known_hosts, known).expect("known_hosts");
+        let mut cmd = crate::support::reconcile(&agent);
+        cmd.env("PM2_HOME", tmp.path().join("no-daemon")).args(["watch", "--git-remote", &remote, "--branch", "deploy"]);
+        cmd.args(["--git-ssh-key", key.to_str().expect("path"), "--git-known-hosts", known_hosts.to_str().expect("path")]);
+        run(&mut cmd)
+    };
+    let out = watch("");
+    assert_eq!(out.0, 1, "{}", out.2);
+    assert!(out.2.contains("cannot fetch branch `deploy`") && out.2.contains("Host key verification failed"), "{}", out.2);
+    assert!(!agent.join(".reconcile/checkout/reconcile.toml").exists());
+    let out = watch(&server.known_hosts_line());
+    assert_eq!(out.0, 1, "{}", out.2);
+    assert!(out.2.contains("checkout/reconcile.toml:1:2") && !out.2.contains("cannot fetch"), "fetched: {}", out.2);
+    assert!(agent.join(".reconcile/checkout/reconcile.toml").is_file());
+}
+
+/// A repository with one directory per host: `hosts/<name>/reconcile.toml` (that
+/// host's daemon) and its `ecosystem.json` with one `sleep` app of `args`.
+fn host_files(host: &str, home: &Path, app: &str, args: &str) -> Vec<(String, String)> {
+    let eco = serde_json::to_string_pretty(&json!({"apps": [sleep_app(app, json!({"args": args}))]})).expect("json");
+    vec![(format!("hosts/{host}/reconcile.toml"), project_toml(home)), (format!("hosts/{host}/ecosystem.json"), eco)]
+}
+
+fn as_refs(files: &[(String, String)]) -> Vec<(&str, String)> {
+    files.iter().map(|(p, t)| (p.as_str(), t.clone())).collect()
+}
+
+#[test]
+fn two_agents_follow_one_repository_over_https_each_applying_its_own_path_without_showing_the_password() {
+    let (a, b) = (World::new(&[]), World::new(&[]));
+    let tmp = crate::support::short_tempdir();
+    let repo = crate::pull::Repo::new(tmp.path());
+    // Host a has its own directory; b is served by a group directory, selected by its
+    // labels, with a file shared from outside that directory (PM2_HOME from the unit).
+    let mut files = host_files("a", a.home.path(), "web-a", "3600");
+    let eco = |app: &str| serde_json::to_string_pretty(&json!({"apps": [sleep_app(app, json!({}))]})).expect("json");
+    let group_toml = project_toml(b.home.path())
+        .replace(&format!("home = {:?}\n", b.home.path().display().to_string()), "")
+        .replace("ecosystem = [\"ecosystem.json\"]", "ecosystem = [\"../shared/common.json\"]")
+        + "\n[[hosts]]\nmatch = { role = \"worker\" }\necosystem = [\"worker.json\"]\n\n[[hosts]]\nmatch = { role = \"web\" }\necosystem = [\"web.json\"]\n";
+    assert!(!group_toml.contains("home ="), "{group_toml}");
+    files.extend([
+        ("groups/reconcile.toml".to_string(), group_toml),
+        ("groups/worker.json".to_string(), eco("web-b")),
+        ("groups/web.json".to_string(), eco("web-x")),
+        // An explicit cwd: without one, an app from a file outside the project's
+        // directory fails the heal's verification (cwd differs; see the report).
+        ("shared/common.json".to_string(), serde_json::to_string(&json!({"apps": [sleep_app("common", json!({"cwd": "/tmp"}))]})).expect("json")),
+    ]);
+    let first = repo.push(&as_refs(&files), "two hosts", None);
+    let server = crate::pull::GitHttp::start(tmp.path(), "bot", SECRET, None);
+    let remote = format!("{}/deploy.git", server.base);
+    let spawn = |world: &World, path: &str, labels: &[&str]| {
+        let agent = world.home.path().join("agent");
+        std::fs::create_dir_all(&agent).expect("agent dir");
+        let mut cmd = crate::support::reconcile(&agent);
+        cmd.env("PM2_HOME", world.home.path()).env("RECONCILE_GIT_USERNAME", "bot").env("RECONCILE_GIT_PASSWORD", SECRET);
+        cmd.args(["--format", "json", "watch", "--git-remote", &remote, "--branch", "deploy", "--git-interval", "1"]);
+        cmd.args(["--path", path, "--metrics", "127.0.0.1:0"]);
+        for label in labels {
+            cmd.args(["--label", label]);
+        }
+        (Watch::spawn(cmd), agent)
+    };
+    let (mut watch_a, agent_a) = spawn(&a, "hosts/a", &[]);
+    let (mut watch_b, agent_b) = spawn(&b, "groups", &["role=worker", "zone=b"]);
+    for (watch, app) in [(&mut watch_a, "web-a"), (&mut watch_b, "web-b")] {
+        let plan = watch.wait("the first plan", T, is("plan"));
+        assert_eq!(plan["git_commit"].as_str(), Some(first.as_str()), "{plan}");
+        watch.wait("its app created", Duration::from_secs(40), move |l| {
+            l["kind"] == "healed" && l["apps"].as_array().is_some_and(|apps| apps.contains(&json!(app)))
+        });
+    }
+    assert_eq!(a.ours("web-a").len(), 1);
+    assert_eq!((a.ours("web-b").len(), a.ours("common").len(), b.ours("web-a").len()), (0, 0, 0), "each host applies only its own path");
+    assert_eq!((b.ours("web-b").len(), b.ours("common").len(), b.ours("web-x").len()), (1, 1, 0), "b: its group's files for role=worker, and the shared one");
+
+    // A change to host a only: a applies it; b sees the commit and has nothing to do.
+    let (mark_a, mark_b) = (watch_a.mark(), watch_b.mark());
+    let second = repo.push(&as_refs(&host_files("a", a.home.path(), "web-a", "3601")), "a: longer sleep", None);
+    let moved = watch_a.wait_after(mark_a, "the new commit", T, is("git"));
+    assert_eq!(moved["commit"].as_str(), Some(second.as_str()));
+    watch_a.wait_after(mark_a, "the change applied", Duration::from_secs(40), |l| l["kind"] == "healed" && l["apps"] == json!(["web-a"]));
+    assert_eq!(a.ours("web-a")[0].2, json!(["3601"]));
+    watch_b.wait_after(mark_b, "the new commit on b", T, is("git"));
+    let plan_b = watch_b.wait_after(mark_b, "b's plan", T, is("plan"));
+    assert_eq!(plan_b["changes"].as_array().map(Vec::len), Some(0), "{plan_b}");
+    assert_eq!(b.ours("web-b")[0].2, json!(["3600"]));
+
+    let started = watch_a.wait("started", T, is("started"));
+    let addr = started["metrics"].as_str().expect("metrics address").to_string();
+    let (_, metrics) = http_get(&addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(metrics.contains(&format!("reconcile_source_info{{branch=\"deploy\",commit=\"{second}\"}} 1")), "{metrics}");
+    assert!(metrics.contains("reconcile_source_last_sync_timestamp_seconds "), "{metrics}");
+    // Credentials: asked through the askpass script (a 401, then 200s), shown nowhere.
+    let requests = server.requests();
+    assert!(requests.contains(" 401\n") && requests.contains("info/refs 200"), "{requests}");
+    for (watch, agent) in [(&watch_a, &agent_a), (&watch_b, &agent_b)] {
+        assert!(!watch.dump().contains(SECRET) && !watch.stderr().contains(SECRET));
+        assert!(files_containing(agent, SECRET).is_empty(), "{:?}", files_containing(agent, SECRET));
+        assert!(agent.join(".reconcile/askpass.sh").is_file());
+    }
+    assert!(!metrics.contains(SECRET));
+    a.assert_bystanders_untouched();
+    b.assert_bystanders_untouched();
+}
+
+#[test]
+fn pull_mode_applies_signed_pushes_and_refuses_an_unsigned_one_and_a_force_push_back() {
     let w = World::new(&[]);
+    let tmp = crate::support::short_tempdir();
+    let repo = crate::pull::Repo::new(tmp.path());
+    let key = crate::pull::keygen(tmp.path(), "release_key");
+    let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+    let signers = tmp.path().join("allowed_signers");
+    std::fs::write(&signers, format!("deploy@example.com {public}")).expect("allowed_signers");
+    let files = |args: &str| {
+        let eco = serde_json::to_string_pretty(&json!({"apps": [sleep_app("web", json!({"args": args}))]})).expect("json");
+        vec![("reconcile.toml", project_toml(w.home.path())), ("ecosystem.json", eco)]
+    };
+    let signed = repo.push(&files("3600"), "web", Some(&key));
     let agent = w.home.path().join("agent");
     std::fs::create_dir_all(&agent).expect("agent dir");
     let mut cmd = crate::support::reconcile(&agent);
-    cmd.env("PM2_HOME", w.home.path()).args(["watch", "--git-remote", "https://example.com/deploy.git", "--branch", "main"]);
-    let out = run(&mut cmd);
-    assert_eq!(out.0, 1, "{}", out.2);
-    assert!(out.2.contains("file:// URL") && out.2.contains("https"), "{}", out.2);
-    assert!(out.3 < Duration::from_secs(5));
+    cmd.env("PM2_HOME", w.home.path());
+    cmd.args(["--format", "json", "watch", "--git-remote", repo.bare.to_str().expect("path"), "--branch", "deploy", "--git-interval", "1"]);
+    cmd.args(["--verify-signers", signers.to_str().expect("path"), "--metrics", "127.0.0.1:0"]);
+    let mut watch = Watch::spawn(cmd);
+    let plan = watch.wait("the first plan", T, is("plan"));
+    assert_eq!(plan["git_commit"].as_str(), Some(signed.as_str()), "{plan}");
+    watch.wait("web created", Duration::from_secs(40), |l| l["kind"] == "healed" && l["apps"] == json!(["web"]));
+
+    let mark = watch.mark();
+    let unsigned = repo.push(&files("3601"), "web: unsigned", None);
+    let refused = watch.wait_after(mark, "the refusal", T, is("git_refused"));
+    assert_eq!((refused["commit"].as_str(), refused["reason"].as_str(), refused["current"].as_str()), (Some(unsigned.as_str()), Some("unverified"), Some(signed.as_str())), "{refused}");
+    assert!(refused["error"].as_str().is_some_and(|e| e.contains("not signed by a key in")), "{refused}");
+    let addr = watch.wait("started", T, is("started"))["metrics"].as_str().expect("metrics").to_string();
+    let (_, metrics) = http_get(&addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(metrics.contains("reconcile_source_failures_total{reason=\"unverified\"}"), "{metrics}");
+    assert!(metrics.contains(&format!("commit=\"{signed}\"")), "{metrics}");
+    // Several more fetches: still refused (told once), nothing applied.
+    std::thread::sleep(Duration::from_secs(3));
+    watch.drain(Duration::from_millis(1));
+    let after: Vec<&Value> = watch.lines.iter().skip(mark).collect();
+    assert_eq!(after.iter().filter(|l| l["kind"] == "git_refused").count(), 1, "told once");
+    assert_eq!(after.iter().filter(|l| l["kind"] == "git").count(), 0, "the clone did not move");
+    assert_eq!(w.ours("web")[0].2, json!(["3600"]));
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(agent.join(".reconcile/source.json")).expect("source.json")).expect("json");
+    assert_eq!((state["commit"].as_str(), state["refused_commit"].as_str()), (Some(signed.as_str()), Some(unsigned.as_str())), "{state}");
+    assert!(state["last_error"].as_str().is_some_and(|e| e.contains("not signed")) && state["last_sync_ms"].is_i64(), "{state}");
+
+    let mark = watch.mark();
+    let resigned = repo.push(&files("3602"), "web: signed again", Some(&key));
+    let moved = watch.wait_after(mark, "the signed commit", T, is("git"));
+    assert_eq!(moved["commit"].as_str(), Some(resigned.as_str()));
+    watch.wait_after(mark, "it applied", Duration::from_secs(40), |l| l["kind"] == "healed" && l["apps"] == json!(["web"]));
+    assert_eq!(w.ours("web")[0].2, json!(["3602"]));
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(agent.join(".reconcile/source.json")).expect("source.json")).expect("json");
+    assert_eq!((state["commit"].as_str(), &state["refused_commit"]), (Some(resigned.as_str()), &Value::Null), "{state}");
+
+    // A force-push back to the first (signed) commit: refused without --git-allow-rewind.
+    let mark = watch.mark();
+    repo.force_to(&signed);
+    let refused = watch.wait_after(mark, "the rewind refused", T, is("git_refused"));
+    assert_eq!((refused["commit"].as_str(), refused["reason"].as_str(), refused["current"].as_str()), (Some(signed.as_str()), Some("rewind"), Some(resigned.as_str())), "{refused}");
+    assert_eq!(w.ours("web")[0].2, json!(["3602"]));
     w.assert_bystanders_untouched();
 }
 
