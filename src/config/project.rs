@@ -487,7 +487,7 @@ mod tests {
     fn hosts_entries_add_ecosystem_files_for_matching_labels_only() {
         let text = "[project]\necosystem = [\"base.json\"]\nnamespaces = [\"a\"]\n\n[[hosts]]\nmatch = { role = \"web\", region = \"eu\" }\necosystem = [\"web.json\"]\n\n[[hosts]]\nmatch = { role = \"worker\" }\necosystem = [\"worker.json\"]\n";
         let settings = Project::parse(Path::new("r.toml"), text).unwrap();
-        let project = Project { path: "r.toml".into(), root: ".".into(), settings };
+        let project = Project { path: "r.toml".into(), root: ".".into(), settings, scope: ".".into() };
         let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
         let files = |l: &[(&str, &str)]| {
             let mut p = project.clone();

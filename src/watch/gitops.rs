@@ -67,7 +67,7 @@ impl SyncError {
     /// The commit refused (not fetched: `None`), for reports and metrics.
     pub fn refused_commit(&self) -> Option<&str> {
         match self {
-            Self::Unverified { commit, .. } | Self::Rewind { commit, .. } => Some(commit),
+            Self::Unverified { commit, .. } | Self::Rewind { commit, .. } | Self::EscapingSymlinks { commit, .. } => Some(commit),
             _ => None,
         }
     }
@@ -77,6 +77,7 @@ impl SyncError {
         match self {
             Self::Unverified { .. } => "unverified",
             Self::Rewind { .. } => "rewind",
+            Self::EscapingSymlinks { .. } => "escaping_symlinks",
             Self::NoBranch { .. } => "no_branch",
             Self::Clone { .. } => "clone",
             Self::PasswordInUrl { .. } | Self::Fetch { .. } => "fetch",

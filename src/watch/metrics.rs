@@ -146,7 +146,7 @@ impl Metrics {
         );
         registry.register(
             "source_failures",
-            "Pull mode: failed syncs, by reason (fetch, no_branch, clone, unverified, rewind)",
+            "Pull mode: failed syncs, by reason (fetch, no_branch, clone, unverified, rewind, escaping_symlinks)",
             source_failures.clone(),
         );
         for kind in DriftKind::ALL {
