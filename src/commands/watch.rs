@@ -61,6 +61,7 @@ pub fn run(global: &GlobalArgs, args: &WatchArgs) -> Result<ExitStatus> {
         env: args.env.clone(),
         labels: args.labels.iter().cloned().collect(),
         checkout: git.as_ref().map(|(s, _)| sub_path.as_ref().map_or_else(|| s.checkout.clone(), |p| s.checkout.join(p))),
+        clone_root: git.as_ref().map(|(s, _)| s.checkout.clone()),
         journal: std::path::absolute(crate::apply::journal::DEFAULT_PATH).context("resolving the working directory")?,
     };
 
@@ -153,8 +154,11 @@ struct Glue<'a> {
     env: Option<String>,
     /// `--label`: selects `[[hosts]]` entries of reconcile.toml.
     labels: std::collections::BTreeMap<String, String>,
-    /// Pull mode: the clone the project is read from.
+    /// Pull mode: the directory of the clone the project is read from (`--path`).
     checkout: Option<PathBuf>,
+    /// Pull mode: the clone's root, the project's scope (symlinks stay inside it; the
+    /// code revision leaves it out, see `desired::revision`).
+    clone_root: Option<PathBuf>,
     /// Pull mode: the journal stays beside the agent, not in the clone.
     journal: PathBuf,
 }
@@ -171,7 +175,7 @@ impl Loader for Glue<'_> {
                     )
                 })?;
                 // Symlinks among the followed files may lead anywhere inside the checkout, no further.
-                project.scope = dir.clone();
+                project.scope = self.clone_root.clone().unwrap_or_else(|| dir.clone());
                 if project.settings.journal.path.as_deref().is_none_or(Path::is_relative) {
                     project.settings.journal.path = Some(self.journal.clone());
                 }

@@ -104,6 +104,11 @@ pub fn assign(apps: &mut [DesiredApp], project: &Project, at: At<'_>) -> Result<
     let root = std::path::absolute(&project.root).unwrap_or_else(|_| project.root.clone());
     let root = std::fs::canonicalize(&root).unwrap_or(root);
     let excluded = excluded_paths(project, &root, apps);
+    // Pull mode: the project lies in a checkout of the fleet's repository (its `scope`),
+    // which holds desired state, every host's, not code. An app whose work tree is that
+    // checkout has no code revision unless `[revision]` says otherwise, or every push for
+    // one host would roll out every host's apps.
+    let pull_checkout = std::fs::canonicalize(&project.scope).ok().filter(|scope| *scope != root);
     // One view per repository and scanned paths (empty: the whole work tree).
     let mut repos: HashMap<(PathBuf, Vec<PathBuf>), GitView> = HashMap::new();
     let mut done: HashMap<(Option<PathBuf>, Scope), Option<Computed>> = HashMap::new();
@@ -135,6 +140,12 @@ pub fn assign(apps: &mut [DesiredApp], project: &Project, at: At<'_>) -> Result<
                     app.code_changed_ms = None;
                     continue;
                 };
+                if !scope.explicit && scope.paths.is_empty() && pull_checkout.is_some() && std::fs::canonicalize(&workdir).ok() == pull_checkout {
+                    tracing::debug!(app = %app.name, "in the pull checkout (desired state, not code): no code revision");
+                    app.revision = None;
+                    app.code_changed_ms = None;
+                    continue;
+                }
                 let git_err = |e: git2::Error| RevisionError::Git { app: app.name.clone(), repo: workdir.clone(), message: e.message().to_string() };
                 let key = (Some(workdir.clone()), scope.clone());
                 if let Some(found) = done.get(&key) {

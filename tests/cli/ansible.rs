@@ -512,3 +512,25 @@ fn ansible_test_sanity_passes_on_the_collection() {
         assert!(stdout.contains(&format!("Running sanity test \"{test}\"")), "{test} ran:\n{stdout}");
     }
 }
+
+/// `restart` against the real binary: the named app is rolled out (a new pid, one
+/// more restart) although nothing changed; the others and the foreign app are not.
+#[test]
+fn ansible_restart_rolls_out_the_named_app_only() {
+    let w = World::new();
+    w.write(&[web("hi", SECRET), sleep_app("worker", json!({}))]);
+    w.apply(&[]).expect(0);
+    let before = w.ours();
+    assert_eq!(before.len(), 2, "{before:?}");
+    let run = w.playbook("apply.yml", &[], json!({"restart": ["web"]}));
+    run.expect(0);
+    assert!(run.changed(), "{}", run.result);
+    assert_eq!(run.result["apply"]["outcome"], "success", "{}", run.result);
+    let after = w.ours();
+    let find = |list: &[(String, Value, Value, Value, Value)], name: &str| list.iter().find(|p| p.0 == name).cloned().expect(name);
+    let (web_before, web_after) = (find(&before, "web"), find(&after, "web"));
+    assert_ne!(web_before.1, web_after.1, "web was restarted: {before:?} -> {after:?}");
+    assert_eq!(web_after.3, json!("online"), "{after:?}");
+    assert_eq!(find(&before, "worker"), find(&after, "worker"), "worker was not named and not touched");
+    w.assert_foreign_untouched();
+}
