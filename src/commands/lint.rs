@@ -44,7 +44,9 @@ pub fn run(global: &GlobalArgs, args: &LintArgs) -> Result<ExitStatus> {
             "no ecosystem files to lint: name them (`reconcile lint ecosystem.config.js`), or list them under [project] ecosystem in reconcile.toml"
         );
     }
-    let options = load_options(global, project.as_ref());
+    let mut options = load_options(global, project.as_ref());
+    // Files named on the command line are the operator's choice, wherever they are.
+    options.confine &= args.files.is_empty();
     let mut loaded = Vec::new();
     let mut findings = Vec::new();
     let mut unloaded_sources = Vec::new();

@@ -56,6 +56,7 @@ fn load_options(global: &GlobalArgs, project: Option<&Project>) -> LoadOptions {
         allow_js: !global.no_js && settings.is_none_or(|s| s.allow_js),
         js_timeout: Duration::from_millis(settings.map_or(5_000, |s| s.js_timeout_ms)),
         scope: project.map(|p| p.scope.clone()),
+        confine: project.is_some(),
     }
 }
 

@@ -62,11 +62,14 @@ pub struct LoadOptions {
     /// Where symlinks may lead: the project directory (in pull mode, the checkout).
     /// `None`: each file's own directory.
     pub scope: Option<PathBuf>,
+    /// Files must lie inside `scope` (those reconcile.toml names; not the files an
+    /// operator names on the command line).
+    pub confine: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { allow_js: true, js_timeout: Duration::from_secs(5), scope: None }
+        Self { allow_js: true, js_timeout: Duration::from_secs(5), scope: None, confine: false }
     }
 }
 
@@ -170,6 +173,11 @@ impl EcosystemFile {
     /// Reads and parses one ecosystem file.
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Self, LoadError> {
         let format = Format::from_path(path).ok_or_else(|| LoadError::UnknownFormat { path: path.into() })?;
+        if options.confine
+            && let Some(scope) = &options.scope
+        {
+            super::read::confined(path, scope)?;
+        }
         let bytes = super::read::read_bytes(path, options.scope.as_deref(), MAX_FILE_BYTES)?;
         let text = String::from_utf8(bytes).map_err(|err| {
             let source = SourceFile::new(path, String::from_utf8_lossy(err.as_bytes()).into_owned());

@@ -30,6 +30,8 @@ pub enum ReadError {
     SymlinkOutside { path: PathBuf, scope: PathBuf },
     #[error("{path}: more than {max} bytes; files this large are refused")]
     TooLarge { path: PathBuf, max: u64 },
+    #[error("{path}: lies outside the project directory {scope}; files named by reconcile.toml are read only inside it (else a change to reconcile.toml could make lint read any file on the host); move the file into the project")]
+    Outside { path: PathBuf, scope: PathBuf },
 }
 
 impl ReadError {
@@ -40,7 +42,8 @@ impl ReadError {
             | Self::NotRegular { path, .. }
             | Self::PseudoFile { path }
             | Self::SymlinkOutside { path, .. }
-            | Self::TooLarge { path, .. } => path,
+            | Self::TooLarge { path, .. }
+            | Self::Outside { path, .. } => path,
         }
     }
 }
@@ -111,6 +114,20 @@ pub fn read_bytes(path: &Path, scope: Option<&Path>, max: u64) -> Result<Vec<u8>
         return Err(ReadError::TooLarge { path: path.to_path_buf(), max });
     }
     Ok(bytes)
+}
+
+/// Refuses a `path` that does not lie (lexically) inside `scope`: for the files
+/// reconcile.toml names, which a pull request may change. Symlinks on the way are
+/// [`read_bytes`]'s to check.
+pub fn confined(path: &Path, scope: &Path) -> Result<(), ReadError> {
+    let io = |error| ReadError::Io { path: path.to_path_buf(), error };
+    let lexical = normalize(&std::path::absolute(path).map_err(io)?);
+    let scope = normalize(&std::path::absolute(scope).map_err(io)?);
+    if lexical.starts_with(&scope) && lexical != scope {
+        Ok(())
+    } else {
+        Err(ReadError::Outside { path: path.to_path_buf(), scope })
+    }
 }
 
 /// [`read_bytes`] as UTF-8 text (invalid sequences are an `InvalidData` error).

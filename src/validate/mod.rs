@@ -200,6 +200,9 @@ pub fn load_error(error: &LoadError) -> Diagnostic {
         LoadError::File(crate::config::read::ReadError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
             "check the path: no such file (with no FILE, `reconcile lint` lints the files named in reconcile.toml)"
         }
+        LoadError::File(crate::config::read::ReadError::Outside { .. }) => {
+            "list only files inside the project directory in reconcile.toml (or lint this one by naming it: `reconcile lint FILE`)"
+        }
         LoadError::File(_) => "commit the file itself, inside the project directory, instead of a link or a special file",
         LoadError::JsTimeout { .. } => "the file must return its config without waiting; remove servers, timers and prompts",
         LoadError::NodeMissing { .. } => "install Node.js (PM2 needs it anyway)",

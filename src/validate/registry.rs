@@ -264,6 +264,7 @@ impl Registry {
                 found.push(path.clone());
             }
             for file in found {
+                crate::config::read::confined(&file, root)?;
                 let text = crate::config::read::read_text(&file, Some(root), MAX_POLICY_BYTES)?;
                 files.push((file.display().to_string(), text));
             }

@@ -96,6 +96,32 @@ fn a_fifo_as_an_ecosystem_file_or_reconcile_toml_does_not_hang() {
 }
 
 #[test]
+fn reconcile_toml_cannot_name_a_file_outside_the_project() {
+    // A pull request changes reconcile.toml to point lint at a file elsewhere on the
+    // host, one that does not parse, hoping its lines end up in the CI log.
+    let outer = tempfile::tempdir().unwrap();
+    let project = outer.path().join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(project.join("live.json"), "[]").unwrap();
+    let elsewhere = outer.path().join("credentials.json");
+    std::fs::write(&elsewhere, format!("{{ \"aws_secret\": \"{CANARY}\"\n oops")).unwrap();
+    for listed in ["../credentials.json".to_string(), elsewhere.display().to_string()] {
+        std::fs::write(project.join("reconcile.toml"), format!("[project]\nname = \"p\"\necosystem = [{listed:?}]\nnamespaces = [\"p\"]\n")).unwrap();
+        for args in [&["--no-js", "lint"][..], &["--no-js", "plan", "--live", "live.json"][..]] {
+            let output = reconcile_with_secret(&project, args);
+            output.expect_code(1);
+            assert_no_canary(&output);
+            let all = format!("{}{}", output.stdout, output.stderr);
+            assert!(all.contains("outside the project directory"), "{args:?} {listed}: {output:#?}");
+        }
+    }
+    // Named on the command line by the operator, it is read (and its error shown).
+    let output = reconcile_with_secret(&project, &["--no-js", "lint", elsewhere.to_str().unwrap()]);
+    output.expect_code(1);
+    assert!(!output.stdout.contains("outside the project directory"), "{output:#?}");
+}
+
+#[test]
 fn a_symlink_inside_the_project_is_followed() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("conf")).unwrap();
